@@ -1,0 +1,129 @@
+use std::fmt;
+
+use async_trait::async_trait;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The name of an authentication backend, as it appears in metrics labels and logs.
+pub type BackendName = &'static str;
+
+/// A password that never shows in `Debug` output and is wiped from memory on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(p: impl Into<String>) -> Self {
+        Password(p.into())
+    }
+    /// The secret itself. Callers must not log or echo it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// What a client presented: a user name and a password (from HTTP Basic or the OAuth2 form).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Password,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials {
+            username: username.into(),
+            password: Password::new(password),
+        }
+    }
+}
+
+/// Who the caller is once a backend accepted them. `account` is `""` for anonymous callers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    pub fn new(account: impl Into<String>, groups: Vec<String>) -> Self {
+        Identity {
+            account: account.into(),
+            groups,
+        }
+    }
+    pub fn anonymous() -> Self {
+        Identity::default()
+    }
+    pub fn is_anonymous(&self) -> bool {
+        self.account.is_empty()
+    }
+}
+
+/// A backend's answer when it could decide. A wrong password is `Rejected`, not an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthnOutcome {
+    Accepted(Identity),
+    Rejected,
+    /// The backend does not know this user: the chain asks the next backend.
+    UnknownUser,
+}
+
+impl AuthnOutcome {
+    /// The label used in `purser_authn_attempts_total{outcome}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthnOutcome::Accepted(_) => "accepted",
+            AuthnOutcome::Rejected => "rejected",
+            AuthnOutcome::UnknownUser => "unknown_user",
+        }
+    }
+}
+
+/// The backend could not decide (directory down, file never loaded). Answered with 503, never 401.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("{backend} backend unavailable: {reason}")]
+    Unavailable {
+        backend: BackendName,
+        reason: String,
+    },
+    #[error("{backend} backend cannot look up accounts: {reason}")]
+    Unsupported {
+        backend: BackendName,
+        reason: String,
+    },
+}
+
+/// One authentication backend. Implementations must take the same time for unknown users as
+/// for known users with a wrong password, so that timing does not tell which accounts exist.
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// The backend's name: `static`, `htpasswd`, `ldap`.
+    fn name(&self) -> BackendName;
+
+    /// Checks a password.
+    async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError>;
+
+    /// Finds an account without a password, for the refresh grant: `Ok(None)` when the backend
+    /// no longer knows it. The identity carries the account's current groups.
+    async fn lookup(&self, account: &str) -> Result<Option<Identity>, BackendError>;
+
+    /// A number that changes whenever the backend's user data changes (a file reload), so that
+    /// caches in front of it can drop what they remembered.
+    fn generation(&self) -> u64 {
+        0
+    }
+
+    /// `Err(reason)` while the backend cannot serve (for `/readyz`).
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}

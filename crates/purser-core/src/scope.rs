@@ -1,0 +1,235 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest repository name accepted (the distribution spec's limit).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest single action accepted.
+pub const MAX_ACTION_LEN: usize = 32;
+const MAX_TYPE_LEN: usize = 64;
+const MAX_ACTIONS: usize = 16;
+
+/// One requested resource: `type[(class)]:name:action,action`. The class is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResourceScope {
+    pub rtype: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+/// Why a scope string was refused; the message is safe to show to the client.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScopeError {
+    #[error(
+        "malformed scope {0:?}: expected type:name:actions, e.g. repository:team/app:pull,push"
+    )]
+    Shape(String),
+    #[error("malformed scope {scope:?}: {what}")]
+    Invalid { scope: String, what: &'static str },
+}
+
+fn bad(scope: &str, what: &'static str) -> ScopeError {
+    ScopeError::Invalid {
+        scope: truncate(scope),
+        what,
+    }
+}
+
+fn truncate(s: &str) -> String {
+    // Errors echo the scope; keep that echo short for hostile input.
+    s.chars().take(80).collect()
+}
+
+impl FromStr for ResourceScope {
+    type Err = ScopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The name may itself hold a colon (`host:port/repo`), so the type ends at the first
+        // colon and the actions start after the last one.
+        let (head, rest) = s
+            .split_once(':')
+            .ok_or_else(|| ScopeError::Shape(truncate(s)))?;
+        let (name, actions) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| ScopeError::Shape(truncate(s)))?;
+        let rtype = match head.split_once('(') {
+            None => head,
+            Some((t, class)) => {
+                let class = class
+                    .strip_suffix(')')
+                    .ok_or_else(|| bad(s, "unclosed resource class"))?;
+                if class.is_empty() || !class.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(bad(s, "resource class must be letters and digits"));
+                }
+                t
+            }
+        };
+        if rtype.is_empty() || rtype.len() > MAX_TYPE_LEN {
+            return Err(bad(s, "resource type must be 1 to 64 characters"));
+        }
+        if !rtype
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(bad(s, "resource type must be lowercase letters and digits"));
+        }
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(bad(s, "resource name must be 1 to 255 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b))
+        {
+            return Err(bad(
+                s,
+                "resource name has a character outside [A-Za-z0-9._-/:]",
+            ));
+        }
+        let mut list: Vec<String> = Vec::new();
+        for a in actions.split(',') {
+            if a.is_empty() || a.len() > MAX_ACTION_LEN {
+                return Err(bad(s, "each action must be 1 to 32 characters"));
+            }
+            if !(a == "*"
+                || a.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                }))
+            {
+                return Err(bad(s, "actions must be lowercase words or *"));
+            }
+            if !list.iter().any(|x| x == a) {
+                list.push(a.to_string());
+            }
+        }
+        if list.len() > MAX_ACTIONS {
+            return Err(bad(s, "too many actions"));
+        }
+        Ok(ResourceScope {
+            rtype: rtype.to_string(),
+            name: name.to_string(),
+            actions: list,
+        })
+    }
+}
+
+impl fmt::Display for ResourceScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.rtype, self.name, self.actions.join(","))
+    }
+}
+
+impl ResourceScope {
+    /// Parses every scope of a request: each item may hold several scopes separated by spaces
+    /// (the OAuth2 form). Scopes naming the same resource are merged, actions in first-seen order,
+    /// so the token has one access entry per resource.
+    pub fn parse_all<'a, I>(items: I) -> Result<Vec<ResourceScope>, ScopeError>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let mut out: Vec<ResourceScope> = Vec::new();
+        for item in items {
+            for s in item.split_ascii_whitespace() {
+                let scope: ResourceScope = s.parse()?;
+                match out
+                    .iter_mut()
+                    .find(|o| o.rtype == scope.rtype && o.name == scope.name)
+                {
+                    Some(existing) => {
+                        for a in scope.actions {
+                            if !existing.actions.contains(&a) {
+                                existing.actions.push(a);
+                            }
+                        }
+                    }
+                    None => out.push(scope),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One entry of a token's `access` claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> ResourceScope {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_the_common_shapes() {
+        assert_eq!(
+            p("repository:team/app:pull,push").actions,
+            vec!["pull", "push"]
+        );
+        let c = p("registry:catalog:*");
+        assert_eq!(
+            (c.rtype.as_str(), c.name.as_str(), c.actions[0].as_str()),
+            ("registry", "catalog", "*")
+        );
+        let hp = p("repository:localhost:5000/team/app:pull");
+        assert_eq!(hp.name, "localhost:5000/team/app");
+        let plugin = p("repository(plugin):vieux/sshfs:pull");
+        assert_eq!(plugin.rtype, "repository");
+        assert_eq!(plugin.name, "vieux/sshfs");
+        assert_eq!(
+            p("repository:a:pull,pull,push").actions,
+            vec!["pull", "push"]
+        );
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        for s in [
+            "",
+            "repository",
+            "repository:app",
+            "repository::pull",
+            "repository:app:",
+            "repository:app:pull,",
+            "Repository:app:pull",
+            "repository:app name:pull",
+            "repository:app:PULL",
+            "repository(:app:pull",
+            "repository(x:app:pull",
+            "repository:app\0:pull",
+            "repository:app:pu ll",
+        ] {
+            assert!(
+                s.parse::<ResourceScope>().is_err(),
+                "{s:?} should be refused"
+            );
+        }
+        let long = format!("repository:{}:pull", "a".repeat(MAX_NAME_LEN + 1));
+        assert!(long.parse::<ResourceScope>().is_err());
+    }
+
+    #[test]
+    fn parse_all_splits_on_spaces_and_merges_same_resource() {
+        let all = ResourceScope::parse_all([
+            "repository:a:pull repository:b:pull",
+            "repository:a:pull,push",
+        ])
+        .unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].actions, vec!["pull", "push"]);
+        assert_eq!(all[1].name, "b");
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let s = "repository:localhost:5000/x:pull,push";
+        assert_eq!(p(s).to_string(), s);
+    }
+}
