@@ -1,0 +1,546 @@
+//! The configuration: its shape, its defaults and its layers.
+//!
+//! Layers, lowest first: built-in defaults < config file (YAML, or TOML by extension) <
+//! `PURSER_` environment variables (`__` between levels) < command-line flags.
+//! [`Config::figment`] is the only place that merges them; [`Config::load`] extracts the result,
+//! resolves relative paths against the config file's folder, reads the `*_file` secret twins and
+//! runs [`Config::validate`], reporting every problem at once with its key path and source.
+//!
+//! ```no_run
+//! use purser_server::config::{Config, LoadOptions};
+//!
+//! let opts = LoadOptions { config_file: Some("config/purser.yaml".into()), ..LoadOptions::default() };
+//! match Config::load(&opts) {
+//!     Ok(loaded) => print!("{}", loaded.config.to_redacted_yaml()),
+//!     Err(problems) => eprint!("{problems}"),
+//! }
+//! ```
+
+mod load;
+mod problem;
+mod redact;
+mod validate;
+mod yaml;
+
+pub use load::{LoadOptions, Loaded};
+pub use problem::{ConfigErrors, Problem, ProblemSource};
+pub use redact::REDACTED;
+pub use yaml::Yaml;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A duration written `300s`, `5m`, `12h`, `30d` (also `0s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        HumanDuration(Duration::from_secs(s))
+    }
+    pub fn as_secs(&self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!(
+                "invalid duration {s:?}: write a whole number and a unit, e.g. 300s, 5m, 12h, 30d"
+            )
+        })?;
+        let mult = match unit {
+            "ms" => return Ok(HumanDuration(Duration::from_millis(n))),
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: the unit must be ms, s, m, h or d"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(|v| HumanDuration(Duration::from_secs(v)))
+            .ok_or_else(|| format!("duration {s:?} is too large"))
+    }
+}
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        if d.subsec_millis() != 0 {
+            return write!(f, "{}ms", d.as_millis());
+        }
+        let s = d.as_secs();
+        if s != 0 && s % 86400 == 0 {
+            write!(f, "{}d", s / 86400)
+        } else if s != 0 && s % 3600 == 0 {
+            write!(f, "{}h", s / 3600)
+        } else if s != 0 && s % 60 == 0 {
+            write!(f, "{}m", s / 60)
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Environment variables arrive as integers when they look like one; accept seconds then.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(HumanDuration::secs(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The whole configuration. Every section has defaults, so an empty file is valid.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub token: TokenConfig,
+    pub authn: AuthnConfig,
+    pub authz: AuthzConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the token service. Default `127.0.0.1:5001`.
+    pub listen: String,
+    /// Token endpoint path, served for GET and POST; `/auth/token` is served too. Default `/token`.
+    pub path: String,
+    /// HTTPS when both files are set. Default: both empty (plain HTTP).
+    pub tls: TlsConfig,
+    /// CIDRs whose `X-Forwarded-For` is believed for the client IP. Default `[]`.
+    pub trusted_proxies: Vec<String>,
+    /// More scopes than this in one request is a 400. Default `16`.
+    pub max_scopes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5001".into(),
+            path: "/token".into(),
+            tls: TlsConfig::default(),
+            trusted_proxies: Vec::new(),
+            max_scopes: 16,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Default empty.
+    pub cert_file: PathBuf,
+    /// PEM private key. Default empty.
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus text format at `/metrics`; `""` disables. Default `127.0.0.1:9090`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error | warn | info | debug | trace`. Default `info`.
+    pub level: LogLevel,
+    /// `text | json`. Default `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlg {
+    #[default]
+    Rs256,
+    Es256,
+    Es384,
+    Eddsa,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyIdConfig {
+    /// libtrust id, what registry 2.x looks keys up by.
+    #[default]
+    Libtrust,
+    /// JWK thumbprint as registry 3.x computes it.
+    Thumbprint,
+}
+
+/// One string or a list of strings (`service: "registry.local"` or `service: [a, b]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The registry's `auth.token.issuer`. Default `purser`.
+    pub issuer: String,
+    /// Accepted `service` values; the token's `aud`. Default `["registry.local"]`.
+    pub service: OneOrMany,
+    /// Access token lifetime, at least 60s. Default `5m`.
+    pub lifetime: HumanDuration,
+    /// PEM private key (PKCS#1, PKCS#8 or SEC1). Default `data/signing.pem`.
+    pub signing_key_file: PathBuf,
+    /// PEM chain for the key; when set, tokens carry `x5c`. Default empty.
+    pub certificate_file: PathBuf,
+    /// Create key and self-signed certificate at first start when the key is missing. Default `true`.
+    pub generate_key: bool,
+    /// Algorithm of a generated key. Default `rs256`.
+    pub generate_alg: KeyAlg,
+    /// `libtrust` (registry 2.x) or `thumbprint` (registry 3.x). Default `libtrust`.
+    pub key_id: KeyIdConfig,
+    /// More public keys or certificates (PEM files) to list in the JWKS. Default `[]`.
+    pub publish_keys: Vec<PathBuf>,
+    /// Refresh-token lifetime; `0s` disables refresh tokens. Default `30d`.
+    pub refresh_lifetime: HumanDuration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            issuer: "purser".into(),
+            service: OneOrMany::Many(vec!["registry.local".into()]),
+            lifetime: HumanDuration::secs(300),
+            signing_key_file: PathBuf::from("data/signing.pem"),
+            certificate_file: PathBuf::new(),
+            generate_key: true,
+            generate_alg: KeyAlg::Rs256,
+            key_id: KeyIdConfig::Libtrust,
+            publish_keys: Vec::new(),
+            refresh_lifetime: HumanDuration::secs(30 * 86400),
+        }
+    }
+}
+
+/// The backends the chain can hold. Adding one: a variant here, its config block below, one arm
+/// in `build` (crates/purser-server/src/build.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Static,
+    Htpasswd,
+    Ldap,
+}
+
+impl BackendKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackendKind::Static => "static",
+            BackendKind::Htpasswd => "htpasswd",
+            BackendKind::Ldap => "ldap",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthnConfig {
+    /// The chain, of the backends configured below; unconfigured ones are skipped.
+    /// Default `[static, htpasswd, ldap]`.
+    pub order: Vec<BackendKind>,
+    /// A request without credentials gets account `""` (the policy decides). Default `false`.
+    pub anonymous: bool,
+    /// Remember a verified password this long; `0s` never. Default `60s`.
+    pub cache_ttl: HumanDuration,
+    /// Users written in the config. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#static: Option<StaticConfig>,
+    /// An Apache htpasswd file. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<HtpasswdConfig>,
+    /// A directory. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConfig>,
+}
+
+impl Default for AuthnConfig {
+    fn default() -> Self {
+        AuthnConfig {
+            order: vec![
+                BackendKind::Static,
+                BackendKind::Htpasswd,
+                BackendKind::Ldap,
+            ],
+            anonymous: false,
+            cache_ttl: HumanDuration::secs(60),
+            r#static: None,
+            htpasswd: None,
+            ldap: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticConfig {
+    /// User name -> bcrypt hash and groups. Default `{}`.
+    pub users: BTreeMap<String, StaticUser>,
+}
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticUser {
+    /// bcrypt hash (`purser hash-password`). Secret: redacted in output.
+    pub password_hash: String,
+    /// Or a file holding the hash (read at load, a trailing newline dropped); setting both is an
+    /// error. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_hash_file: Option<PathBuf>,
+    /// Groups for the policy's `groups` match. Default `[]`.
+    pub groups: Vec<String>,
+}
+
+// Written by hand so that the hash never reaches a log line through `{:?}`.
+impl std::fmt::Debug for StaticUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticUser")
+            .field(
+                "password_hash",
+                &redact::redacted_if_set(&self.password_hash),
+            )
+            .field("password_hash_file", &self.password_hash_file)
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HtpasswdConfig {
+    /// Apache htpasswd file; watched. Default `users.htpasswd`.
+    pub file: PathBuf,
+    /// Apache htgroup file (`group: user user`); watched. Default empty (no groups).
+    pub groups_file: PathBuf,
+}
+
+impl Default for HtpasswdConfig {
+    fn default() -> Self {
+        HtpasswdConfig {
+            file: PathBuf::from("users.htpasswd"),
+            groups_file: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Tried in order; `ldaps://` for implicit TLS. Default `["ldap://127.0.0.1:389"]`.
+    pub urls: Vec<String>,
+    /// Upgrade `ldap://` with StartTLS. Default `false`.
+    pub start_tls: bool,
+    /// PEM CA bundle to verify the directory's certificate. Default empty (system roots).
+    pub ca_file: PathBuf,
+    /// Service account for search-then-bind; empty: direct bind. Default empty.
+    pub bind_dn: String,
+    /// The service account's password. Secret. Default empty.
+    pub bind_password: String,
+    /// Or a file holding it (read at load, a trailing newline dropped); setting both is an error.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_password_file: Option<PathBuf>,
+    /// Direct bind DN template, e.g. `uid={username},ou=people,dc=example,dc=org`. Default empty.
+    pub user_dn: String,
+    /// Search base for users. Default empty.
+    pub user_base: String,
+    /// Search filter for users. Default `(uid={username})`.
+    pub user_filter: String,
+    /// Search base for groups; empty: no groups. Default empty.
+    pub group_base: String,
+    /// Group filter, with `{dn}` and `{username}`. Default `(member={dn})`.
+    pub group_filter: String,
+    /// Attribute naming a group. Default `cn`.
+    pub group_name_attribute: String,
+    /// Bound on every directory operation. Default `5s`.
+    pub timeout: HumanDuration,
+    /// Service-account connections kept. Default `8`.
+    pub pool_size: usize,
+}
+
+// Written by hand so that the bind password never reaches a log line through `{:?}`.
+impl std::fmt::Debug for LdapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("urls", &self.urls)
+            .field("start_tls", &self.start_tls)
+            .field("ca_file", &self.ca_file)
+            .field("bind_dn", &self.bind_dn)
+            .field(
+                "bind_password",
+                &redact::redacted_if_set(&self.bind_password),
+            )
+            .field("bind_password_file", &self.bind_password_file)
+            .field("user_dn", &self.user_dn)
+            .field("user_base", &self.user_base)
+            .field("user_filter", &self.user_filter)
+            .field("group_base", &self.group_base)
+            .field("group_filter", &self.group_filter)
+            .field("group_name_attribute", &self.group_name_attribute)
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            urls: vec!["ldap://127.0.0.1:389".into()],
+            start_tls: false,
+            ca_file: PathBuf::new(),
+            bind_dn: String::new(),
+            bind_password: String::new(),
+            bind_password_file: None,
+            user_dn: String::new(),
+            user_base: String::new(),
+            user_filter: "(uid={username})".into(),
+            group_base: String::new(),
+            group_filter: "(member={dn})".into(),
+            group_name_attribute: "cn".into(),
+            timeout: HumanDuration::secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthzConfig {
+    /// The policy; watched, an edit applies without restart. Default `policy.yaml`.
+    pub policy_file: PathBuf,
+}
+
+impl Default for AuthzConfig {
+    fn default() -> Self {
+        AuthzConfig {
+            policy_file: PathBuf::from("policy.yaml"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Failed-login limiting, per account and per client IP.
+    pub failed_logins: FailedLoginsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailedLoginsConfig {
+    /// Failures allowed in `window`; `0` disables limiting. Default `10`.
+    pub max: u32,
+    /// Sliding window. Default `60s`.
+    pub window: HumanDuration,
+    /// How long a key stays locked. Default `5m`.
+    pub lockout: HumanDuration,
+}
+
+impl Default for FailedLoginsConfig {
+    fn default() -> Self {
+        FailedLoginsConfig {
+            max: 10,
+            window: HumanDuration::secs(60),
+            lockout: HumanDuration::secs(300),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (s, secs) in [
+            ("300s", 300),
+            ("5m", 300),
+            ("12h", 43200),
+            ("30d", 2592000),
+            ("0s", 0),
+        ] {
+            let d: HumanDuration = s.parse().unwrap();
+            assert_eq!(d.as_secs(), secs, "{s}");
+        }
+        assert_eq!(HumanDuration::secs(300).to_string(), "5m");
+        assert_eq!(HumanDuration::secs(61).to_string(), "61s");
+        for bad in ["", "5", "5x", "m", "-5s", "99999999999999999999d"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The effective configuration as YAML, secrets replaced.
+
+use super::Config;
+
+/// What stands in for a secret in printed configuration and `Debug` output.
+pub const REDACTED: &str = "<redacted>";
+
+/// `REDACTED` for a set secret, `""` for an unset one (so a reader still sees whether it is set).
+pub(crate) fn redacted_if_set(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        REDACTED
+    }
+}
+
+impl Config {
+    /// The configuration as YAML, every secret (static users' `password_hash`, LDAP
+    /// `bind_password`) replaced by `"<redacted>"`. Paths of secret files are not secret and stay.
+    pub fn to_redacted_yaml(&self) -> String {
+        let mut shown = self.clone();
+        if let Some(users) = shown.authn.r#static.as_mut().map(|s| &mut s.users) {
+            for user in users.values_mut() {
+                user.password_hash = redacted_if_set(&user.password_hash).to_string();
+            }
+        }
+        if let Some(ldap) = shown.authn.ldap.as_mut() {
+            ldap.bind_password = redacted_if_set(&ldap.bind_password).to_string();
+        }
+        // Plain structs, strings and lists: serialising them cannot fail.
+        serde_norway::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LdapConfig, StaticConfig, StaticUser};
+
+    #[test]
+    fn secrets_are_replaced_and_debug_hides_them() {
+        let mut c = Config::default();
+        let hash = "$2y$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+        c.authn.r#static = Some(StaticConfig {
+            users: [(
+                "alice".to_string(),
+                StaticUser {
+                    password_hash: hash.into(),
+                    ..StaticUser::default()
+                },
+            )]
+            .into(),
+        });
+        c.authn.ldap = Some(LdapConfig {
+            bind_password: "hunter2-bind".into(),
+            ..LdapConfig::default()
+        });
+        let yaml = c.to_redacted_yaml();
+        assert!(!yaml.contains(hash), "{yaml}");
+        assert!(!yaml.contains("hunter2-bind"), "{yaml}");
+        assert_eq!(yaml.matches(REDACTED).count(), 2, "{yaml}");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains(hash) && !debug.contains("hunter2-bind"),
+            "{debug}"
+        );
+        // The printed form reads back as the same shape.
+        let back: Config = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(back.server, c.server);
+    }
+}
