@@ -51,7 +51,9 @@ fn registry_without_auth_round_trips_an_image_byte_for_byte() {
 
     // The access log records the requests (later tests read it for blob mounts).
     assert!(
-        registry.log_text().contains("PUT /v2/selftest/app/manifests/1"),
+        registry
+            .log_text()
+            .contains("PUT /v2/selftest/app/manifests/1"),
         "{}",
         registry.log_tail()
     );
@@ -163,9 +165,15 @@ fn http_client_sends_chunked_bodies_and_reads_answers() {
     assert!(req.starts_with("POST /token HTTP/1.1\r\n"), "{req}");
     assert!(req.contains("Transfer-Encoding: chunked\r\n"), "{req}");
     // base64("zoë:p:w")
-    assert!(req.contains("Authorization: Basic em/DqzpwOnc=\r\n"), "{req}");
+    assert!(
+        req.contains("Authorization: Basic em/DqzpwOnc=\r\n"),
+        "{req}"
+    );
     let (_, raw_body) = req.split_once("\r\n\r\n").unwrap();
-    assert!(raw_body.starts_with("e\r\n"), "sent in two chunks: {raw_body:?}");
+    assert!(
+        raw_body.starts_with("e\r\n"),
+        "sent in two chunks: {raw_body:?}"
+    );
     let body = dechunk(raw_body.as_bytes()).expect("valid chunked body");
     assert_eq!(body, b"grant_type=password&scope=a+b");
 }
@@ -196,7 +204,8 @@ fn jwt_decoder_verifies_against_a_certificate() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let claims = serde_json::json!({"iss": "i", "aud": "a", "exp": now + 60, "nbf": now, "iat": now});
+    let claims =
+        serde_json::json!({"iss": "i", "aud": "a", "exp": now + 60, "nbf": now, "iat": now});
     let pem = std::fs::read(&key).unwrap();
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
@@ -240,7 +249,9 @@ fn registry_with_token_auth_accepts_a_token_signed_by_its_bundle() {
         issuer: ISSUER.into(),
         rootcertbundle: crt.clone(),
     });
-    let challenge = Http::get(&format!("{}/v2/", registry.url())).send().unwrap();
+    let challenge = Http::get(&format!("{}/v2/", registry.url()))
+        .send()
+        .unwrap();
     assert_eq!(challenge.status, 401);
     let www = challenge.header("www-authenticate").unwrap_or_default();
     assert!(
@@ -267,7 +278,8 @@ fn registry_with_token_auth_accepts_a_token_signed_by_its_bundle() {
         .unwrap()
     };
     let catalog = format!("{}/v2/_catalog", registry.url());
-    let allowed = sign(serde_json::json!([{"type": "registry", "name": "catalog", "actions": ["*"]}]));
+    let allowed =
+        sign(serde_json::json!([{"type": "registry", "name": "catalog", "actions": ["*"]}]));
     let r = Http::get(&catalog).bearer(&allowed).send().unwrap();
     assert_eq!(r.status, 200, "{}\n{}", r.text(), registry.log_tail());
     let empty = sign(serde_json::json!([]));

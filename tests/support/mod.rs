@@ -53,7 +53,10 @@ pub fn wait_until(
             return;
         }
         if Instant::now() >= deadline {
-            panic!("{what} did not become ready within {timeout:?}\n{}", context());
+            panic!(
+                "{what} did not become ready within {timeout:?}\n{}",
+                context()
+            );
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
@@ -64,7 +67,9 @@ pub fn wait_until(
 pub fn file_tail(path: &Path, max: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let start = text.len().saturating_sub(max);
-    let start = (start..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let start = (start..=text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     text[start..].to_string()
 }
 
@@ -85,7 +90,9 @@ pub fn require_on_path(name: &str, package: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("`{name}` is not on PATH: install the Debian package `{package}` (scripts/test does it)");
+    panic!(
+        "`{name}` is not on PATH: install the Debian package `{package}` (scripts/test does it)"
+    );
 }
 
 fn log_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, Stdio, Stdio) {
@@ -455,10 +462,7 @@ impl Purser {
             r.text(),
             self.log_tail()
         );
-        r.json()["token"]
-            .as_str()
-            .expect("token field")
-            .to_string()
+        r.json()["token"].as_str().expect("token field").to_string()
     }
 }
 
@@ -1007,12 +1011,16 @@ impl Skopeo {
 
     /// Writes an auth file for `host` holding an identity (refresh) token, as
     /// containers/image reads it.
-    pub fn identity_token_authfile(&self, host: &str, user: &str, token: &str) -> PathBuf {
+    /// With `user`, the entry also holds `auth` = base64("USER:") as the docker CLI writes it.
+    pub fn identity_token_authfile(&self, host: &str, user: Option<&str>, token: &str) -> PathBuf {
         let path = self.scratch("auth").join("auth.json");
-        let entry = json!({
-            "auth": BASE64.encode(format!("{user}:").as_bytes()),
-            "identitytoken": token,
-        });
+        let entry = match user {
+            Some(user) => json!({
+                "auth": BASE64.encode(format!("{user}:").as_bytes()),
+                "identitytoken": token,
+            }),
+            None => json!({ "identitytoken": token }),
+        };
         let mut auths = serde_json::Map::new();
         auths.insert(host.to_string(), entry);
         fs::write(
@@ -1121,10 +1129,7 @@ impl Http {
     }
 
     pub fn send(&self) -> std::io::Result<HttpResponse> {
-        let rest = self
-            .url
-            .strip_prefix("http://")
-            .expect("only http:// URLs");
+        let rest = self.url.strip_prefix("http://").expect("only http:// URLs");
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -1335,12 +1340,7 @@ pub fn libtrust_kid_openssl(pem: &Path, is_cert: bool) -> String {
         "-out",
         &der.display().to_string(),
     ]);
-    let digest = openssl_stdout(&[
-        "dgst",
-        "-sha256",
-        "-binary",
-        &der.display().to_string(),
-    ]);
+    let digest = openssl_stdout(&["dgst", "-sha256", "-binary", &der.display().to_string()]);
     assert_eq!(digest.len(), 32, "sha256 is 32 bytes");
     let b32 = BASE32_NOPAD.encode(&digest[..30]);
     b32.as_bytes()
@@ -1433,7 +1433,13 @@ impl Stack {
 pub fn keygen(alg: &str) -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run_purser(
-        &["keygen", "--alg", alg, "--out", &dir.path().display().to_string()],
+        &[
+            "keygen",
+            "--alg",
+            alg,
+            "--out",
+            &dir.path().display().to_string(),
+        ],
         "",
     );
     assert!(
