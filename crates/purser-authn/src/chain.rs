@@ -1,0 +1,366 @@
+//! The chain of backends in `authn.order`: the first *accepted* or *rejected* decides,
+//! *unknown user* passes on, and if nobody decided while a backend was unavailable the answer
+//! is *unavailable* (503), never *rejected*.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity};
+
+use crate::cache::{Cached, DEFAULT_MAX_ENTRIES};
+
+/// What the chain decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainDecision {
+    Accepted {
+        backend: BackendName,
+        identity: Identity,
+    },
+    /// A backend knew the user and the password was wrong.
+    Rejected { backend: BackendName },
+    /// No backend knows the user (and every backend could answer).
+    UnknownUser,
+    /// No backend decided and this one could not answer; the first such backend is named.
+    Unavailable {
+        backend: BackendName,
+        reason: String,
+    },
+}
+
+/// One backend asked, for metrics and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub backend: BackendName,
+    /// `accepted`, `rejected`, `unknown_user` or `unavailable`: the `outcome` metric label.
+    pub outcome: &'static str,
+    pub duration: Duration,
+    /// The answer came from the credential cache.
+    pub cache_hit: bool,
+}
+
+/// The decision and every backend asked on the way, in order.
+#[derive(Clone, Debug)]
+pub struct ChainResult {
+    pub decision: ChainDecision,
+    pub attempts: Vec<Attempt>,
+}
+
+/// The configured backends, in order, each behind its own credential cache (a pass-through
+/// one when caching is off). Holding `Cached<dyn Authenticator>` rather than plain trait
+/// objects lets the chain learn about cache hits without a special method on the trait.
+pub struct Chain {
+    backends: Vec<Cached<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.backends.iter().map(|b| b.name()))
+            .finish()
+    }
+}
+
+impl Chain {
+    /// A chain without caching.
+    pub fn new(backends: Vec<Arc<dyn Authenticator>>) -> Self {
+        Chain::with_cache(backends, Duration::ZERO)
+    }
+
+    /// A chain that remembers accepted logins for `cache_ttl` (`authn.cache_ttl`; zero: never).
+    pub fn with_cache(backends: Vec<Arc<dyn Authenticator>>, cache_ttl: Duration) -> Self {
+        Chain::with_cache_capacity(backends, cache_ttl, DEFAULT_MAX_ENTRIES)
+    }
+
+    /// As [`Chain::with_cache`], with at most `max_entries` remembered logins per backend.
+    pub fn with_cache_capacity(
+        backends: Vec<Arc<dyn Authenticator>>,
+        cache_ttl: Duration,
+        max_entries: usize,
+    ) -> Self {
+        Chain {
+            backends: backends
+                .into_iter()
+                .map(|b| Cached::with_capacity(b, cache_ttl, max_entries))
+                .collect(),
+        }
+    }
+
+    /// The backend names, in order.
+    pub fn backend_names(&self) -> Vec<BackendName> {
+        self.backends.iter().map(|b| b.name()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    pub async fn authenticate(&self, creds: &Credentials) -> ChainResult {
+        let mut attempts = Vec::with_capacity(self.backends.len());
+        let mut unavailable: Option<(BackendName, String)> = None;
+        for backend in &self.backends {
+            let name = backend.name();
+            let started = Instant::now();
+            let (result, cache_hit) = backend.authenticate_traced(creds).await;
+            let outcome = match &result {
+                Ok(o) => o.label(),
+                Err(_) => "unavailable",
+            };
+            attempts.push(Attempt {
+                backend: name,
+                outcome,
+                duration: started.elapsed(),
+                cache_hit,
+            });
+            match result {
+                Ok(AuthnOutcome::Accepted(identity)) => {
+                    return ChainResult {
+                        decision: ChainDecision::Accepted {
+                            backend: name,
+                            identity,
+                        },
+                        attempts,
+                    }
+                }
+                Ok(AuthnOutcome::Rejected) => {
+                    return ChainResult {
+                        decision: ChainDecision::Rejected { backend: name },
+                        attempts,
+                    }
+                }
+                Ok(AuthnOutcome::UnknownUser) => {}
+                Err(error) => {
+                    if unavailable.is_none() {
+                        unavailable = Some((name, reason_of(&error)));
+                    }
+                }
+            }
+        }
+        let decision = match unavailable {
+            Some((backend, reason)) => ChainDecision::Unavailable { backend, reason },
+            None => ChainDecision::UnknownUser,
+        };
+        ChainResult { decision, attempts }
+    }
+
+    /// Looks an account up in the named backend only (the one that authenticated it, for the
+    /// refresh grant). `Ok(None)` when that backend is no longer configured or no longer knows
+    /// the account.
+    pub async fn lookup(
+        &self,
+        backend: &str,
+        account: &str,
+    ) -> Result<Option<Identity>, BackendError> {
+        match self.backends.iter().find(|b| b.name() == backend) {
+            Some(b) => b.lookup(account).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Each backend's readiness, in order, for `/readyz`.
+    pub async fn ready(&self) -> Vec<(BackendName, Result<(), String>)> {
+        let mut out = Vec::with_capacity(self.backends.len());
+        for b in &self.backends {
+            out.push((b.name(), b.ready().await));
+        }
+        out
+    }
+}
+
+fn reason_of(error: &BackendError) -> String {
+    match error {
+        BackendError::Unavailable { reason, .. } | BackendError::Unsupported { reason, .. } => {
+            reason.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// A backend answering from a fixed script and counting calls.
+    struct Scripted {
+        name: BackendName,
+        answer: Result<AuthnOutcome, BackendError>,
+        calls: AtomicUsize,
+        generation: AtomicU64,
+    }
+
+    impl Scripted {
+        fn new(name: BackendName, answer: Result<AuthnOutcome, BackendError>) -> Arc<Self> {
+            Arc::new(Scripted {
+                name,
+                answer,
+                calls: AtomicUsize::new(0),
+                generation: AtomicU64::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Authenticator for Scripted {
+        fn name(&self) -> BackendName {
+            self.name
+        }
+        async fn authenticate(&self, _: &Credentials) -> Result<AuthnOutcome, BackendError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.answer.clone()
+        }
+        async fn lookup(&self, account: &str) -> Result<Option<Identity>, BackendError> {
+            Ok(Some(Identity::new(
+                format!("{}:{account}", self.name),
+                vec![],
+            )))
+        }
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+        async fn ready(&self) -> Result<(), String> {
+            match &self.answer {
+                Err(e) => Err(e.to_string()),
+                Ok(_) => Ok(()),
+            }
+        }
+    }
+
+    fn accepted(name: &str) -> Result<AuthnOutcome, BackendError> {
+        Ok(AuthnOutcome::Accepted(Identity::new(name, vec![])))
+    }
+
+    fn down(backend: BackendName) -> Result<AuthnOutcome, BackendError> {
+        Err(BackendError::Unavailable {
+            backend,
+            reason: "connection refused".into(),
+        })
+    }
+
+    fn creds() -> Credentials {
+        Credentials::new("alice", "pw")
+    }
+
+    fn outcomes(r: &ChainResult) -> Vec<(&str, &str)> {
+        r.attempts.iter().map(|a| (a.backend, a.outcome)).collect()
+    }
+
+    #[tokio::test]
+    async fn first_decision_wins() {
+        let a = Scripted::new("static", Ok(AuthnOutcome::UnknownUser));
+        let b = Scripted::new("htpasswd", Ok(AuthnOutcome::Rejected));
+        let c = Scripted::new("ldap", accepted("alice"));
+        let chain = Chain::new(vec![a, b, c.clone()]);
+        let r = chain.authenticate(&creds()).await;
+        assert_eq!(
+            r.decision,
+            ChainDecision::Rejected {
+                backend: "htpasswd"
+            }
+        );
+        assert_eq!(
+            outcomes(&r),
+            [("static", "unknown_user"), ("htpasswd", "rejected")]
+        );
+        assert_eq!(c.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_never_a_rejection() {
+        let chain = Chain::new(vec![
+            Scripted::new("static", Ok(AuthnOutcome::UnknownUser)),
+            Scripted::new("ldap", down("ldap")),
+        ]);
+        let r = chain.authenticate(&creds()).await;
+        assert_eq!(
+            r.decision,
+            ChainDecision::Unavailable {
+                backend: "ldap",
+                reason: "connection refused".into()
+            }
+        );
+        assert_eq!(
+            outcomes(&r),
+            [("static", "unknown_user"), ("ldap", "unavailable")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_backend_decides_past_an_unavailable_one() {
+        let chain = Chain::new(vec![
+            Scripted::new("ldap", down("ldap")),
+            Scripted::new("htpasswd", accepted("alice")),
+        ]);
+        let r = chain.authenticate(&creds()).await;
+        assert!(matches!(
+            r.decision,
+            ChainDecision::Accepted {
+                backend: "htpasswd",
+                ..
+            }
+        ));
+        assert_eq!(r.attempts.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn nobody_knows_the_user() {
+        let chain = Chain::new(vec![Scripted::new("static", Ok(AuthnOutcome::UnknownUser))]);
+        assert_eq!(
+            chain.authenticate(&creds()).await.decision,
+            ChainDecision::UnknownUser
+        );
+        let empty = Chain::new(vec![]);
+        assert_eq!(
+            empty.authenticate(&creds()).await.decision,
+            ChainDecision::UnknownUser
+        );
+    }
+
+    #[tokio::test]
+    async fn cache_hits_are_reported_and_skip_the_backend() {
+        let b = Scripted::new("htpasswd", accepted("alice"));
+        let chain = Chain::with_cache(vec![b.clone()], Duration::from_secs(60));
+        let first = chain.authenticate(&creds()).await;
+        assert!(!first.attempts[0].cache_hit);
+        let second = chain.authenticate(&creds()).await;
+        assert!(second.attempts[0].cache_hit);
+        assert_eq!(second.attempts[0].outcome, "accepted");
+        assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+        b.generation.fetch_add(1, Ordering::SeqCst);
+        let third = chain.authenticate(&creds()).await;
+        assert!(!third.attempts[0].cache_hit);
+        assert_eq!(b.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn rejections_are_not_cached() {
+        let b = Scripted::new("static", Ok(AuthnOutcome::Rejected));
+        let chain = Chain::with_cache(vec![b.clone()], Duration::from_secs(60));
+        chain.authenticate(&creds()).await;
+        let r = chain.authenticate(&creds()).await;
+        assert!(!r.attempts[0].cache_hit);
+        assert_eq!(b.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn lookup_asks_only_the_named_backend() {
+        let chain = Chain::new(vec![
+            Scripted::new("static", Ok(AuthnOutcome::UnknownUser)),
+            Scripted::new("htpasswd", Ok(AuthnOutcome::UnknownUser)),
+        ]);
+        let id = chain.lookup("htpasswd", "bob").await.unwrap().unwrap();
+        assert_eq!(id.account, "htpasswd:bob");
+        assert_eq!(chain.lookup("ldap", "bob").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn ready_lists_every_backend() {
+        let chain = Chain::new(vec![
+            Scripted::new("static", Ok(AuthnOutcome::UnknownUser)),
+            Scripted::new("ldap", down("ldap")),
+        ]);
+        let r = chain.ready().await;
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], ("static", Ok(())));
+        assert!(r[1].1.as_ref().unwrap_err().contains("connection refused"));
+    }
+}

@@ -1,0 +1,394 @@
+//! Apache htpasswd files, and the backend that checks passwords against them.
+//!
+//! Parsing is all-or-nothing for problems that make the whole file suspect (not UTF-8, a NUL
+//! byte, a line without `:`, a duplicate user): the caller keeps its last good version. A line
+//! whose hash cannot be used (plaintext, unknown or malformed) is skipped with a [`LoadIssue`]
+//! and the rest loads, so one bad entry does not lock everyone out.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use purser_core::{
+    Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, Reloadable,
+};
+
+use crate::error::{HtpasswdError, LoadIssue, Severity};
+use crate::hash::{dummy_bcrypt, verify_bcrypt, HashWork, HashWorkSnapshot, StoredHash};
+use crate::htgroup::HtgroupDb;
+
+/// Largest htpasswd or htgroup file accepted.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most lines accepted in an htpasswd or htgroup file.
+pub const MAX_LINES: usize = 1_000_000;
+/// bcrypt cost of the dummy check for unknown users when the file has no bcrypt hash.
+pub const DEFAULT_DUMMY_COST: u32 = 10;
+
+/// Reads a file with the size bound and turns it into text, refusing binary content.
+pub(crate) fn read_bounded(path: &Path) -> Result<String, HtpasswdError> {
+    let source_name = path.display().to_string();
+    let io = |error| HtpasswdError::Io {
+        source_name: source_name.clone(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    check_size(bytes.len(), &source_name)?;
+    String::from_utf8(bytes).map_err(|e| HtpasswdError::NotUtf8 {
+        source_name: source_name.clone(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+fn check_size(len: usize, source: &str) -> Result<(), HtpasswdError> {
+    if len as u64 > MAX_FILE_BYTES {
+        return Err(HtpasswdError::TooLarge {
+            source_name: source.to_owned(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// The meaningful lines of a file: `(1-based number, text)`, without comments, blank lines and
+/// line-end `\r`; fails on the bounds and on NUL bytes.
+pub(crate) fn content_lines<'a>(
+    text: &'a str,
+    source: &str,
+) -> Result<Vec<(usize, &'a str)>, HtpasswdError> {
+    check_size(text.len(), source)?;
+    if let Some(pos) = text.find('\0') {
+        return Err(HtpasswdError::NulByte {
+            source_name: source.to_owned(),
+            line: text[..pos].matches('\n').count() + 1,
+        });
+    }
+    let mut out = Vec::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let number = i + 1;
+        if number > MAX_LINES {
+            // A final empty piece after the last newline is not a line.
+            if raw.is_empty() && number == MAX_LINES + 1 && text.ends_with('\n') {
+                break;
+            }
+            return Err(HtpasswdError::TooManyLines {
+                source_name: source.to_owned(),
+                limit: MAX_LINES,
+            });
+        }
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        out.push((number, line));
+    }
+    Ok(out)
+}
+
+/// The users of one htpasswd file, by name.
+pub struct HtpasswdDb {
+    source: String,
+    users: HashMap<String, StoredHash>,
+    /// A bcrypt hash of the file's most common cost, checked for unknown users.
+    dummy: String,
+    dummy_cost: u32,
+}
+
+impl fmt::Debug for HtpasswdDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HtpasswdDb")
+            .field("source", &self.source)
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl HtpasswdDb {
+    /// A database without users (every name is unknown).
+    pub fn empty(source: &str) -> Self {
+        HtpasswdDb {
+            source: source.to_owned(),
+            users: HashMap::new(),
+            dummy: dummy_bcrypt(DEFAULT_DUMMY_COST),
+            dummy_cost: DEFAULT_DUMMY_COST,
+        }
+    }
+
+    /// Reads and parses a file; see [`HtpasswdDb::parse`].
+    pub fn load(path: impl AsRef<Path>) -> Result<(HtpasswdDb, Vec<LoadIssue>), HtpasswdError> {
+        let path = path.as_ref();
+        let text = read_bounded(path)?;
+        HtpasswdDb::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses htpasswd text. `source` names the file in messages. Returns the database and the
+    /// issues to log (skipped lines, one warning listing users with weak hashes).
+    pub fn parse(text: &str, source: &str) -> Result<(HtpasswdDb, Vec<LoadIssue>), HtpasswdError> {
+        let lines = content_lines(text, source)?;
+        let mut users: HashMap<String, StoredHash> = HashMap::with_capacity(lines.len());
+        let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
+        let mut issues = Vec::new();
+        let mut weak: Vec<String> = Vec::new();
+        let mut cost_counts: HashMap<u32, usize> = HashMap::new();
+
+        for (number, line) in lines {
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err(HtpasswdError::MissingColon {
+                    source_name: source.to_owned(),
+                    line: number,
+                    expected: "user:hash",
+                });
+            };
+            if user.trim().is_empty() {
+                return Err(HtpasswdError::EmptyName {
+                    source_name: source.to_owned(),
+                    line: number,
+                    what: "user",
+                });
+            }
+            if let Some(&first_line) = first_seen.get(user) {
+                return Err(HtpasswdError::DuplicateUser {
+                    source_name: source.to_owned(),
+                    line: number,
+                    user: user.to_owned(),
+                    first_line,
+                });
+            }
+            first_seen.insert(user, number);
+
+            match StoredHash::parse(hash.trim()) {
+                Ok(stored) => {
+                    if stored.is_weak() {
+                        weak.push(user.to_owned());
+                    }
+                    if let Some(cost) = stored.bcrypt_cost() {
+                        *cost_counts.entry(cost).or_default() += 1;
+                    }
+                    users.insert(user.to_owned(), stored);
+                }
+                Err(why) => issues.push(LoadIssue {
+                    severity: Severity::LineRefused,
+                    source_name: source.to_owned(),
+                    line: Some(number),
+                    users: vec![user.to_owned()],
+                    message: format!("line skipped: {}", why.0),
+                }),
+            }
+        }
+
+        if !weak.is_empty() {
+            weak.sort();
+            issues.push(LoadIssue {
+                severity: Severity::Warning,
+                source_name: source.to_owned(),
+                line: None,
+                users: weak,
+                message: "weak password hashes ({SHA}, crypt or $apr1$): they are fast to crack if the file leaks; rehash with `htpasswd -B`".to_owned(),
+            });
+        }
+
+        // The most common cost (the highest on a tie) makes unknown users as slow as most users.
+        let dummy_cost = cost_counts
+            .into_iter()
+            .max_by_key(|&(cost, count)| (count, cost))
+            .map_or(DEFAULT_DUMMY_COST, |(cost, _)| cost);
+
+        Ok((
+            HtpasswdDb {
+                source: source.to_owned(),
+                users,
+                dummy: dummy_bcrypt(dummy_cost),
+                dummy_cost,
+            },
+            issues,
+        ))
+    }
+
+    /// The file name given at parse time.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+    /// The user names, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+    /// The bcrypt cost used for unknown users.
+    pub fn dummy_cost(&self) -> u32 {
+        self.dummy_cost
+    }
+
+    /// `Some(matched)` for a known user, `None` (after the same bcrypt work as a known user)
+    /// for an unknown one. Blocking CPU work.
+    fn check(&self, user: &str, password: &[u8], work: &HashWork) -> Option<bool> {
+        match self.users.get(user) {
+            Some(stored) => Some(stored.verify(password, work)),
+            None => {
+                verify_bcrypt(password, &self.dummy, self.dummy_cost, work);
+                None
+            }
+        }
+    }
+}
+
+/// Checks passwords against the current htpasswd file, with groups from the current htgroup
+/// file. The files are parsed and reloaded by the caller (the server's watcher) into the two
+/// holders; this type only reads the version current at each call.
+pub struct HtpasswdAuthenticator {
+    users: Arc<Reloadable<HtpasswdDb>>,
+    groups: Arc<Reloadable<HtgroupDb>>,
+    work: Arc<HashWork>,
+}
+
+impl fmt::Debug for HtpasswdAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HtpasswdAuthenticator")
+            .field("users", &self.users.load())
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl HtpasswdAuthenticator {
+    pub fn new(users: Arc<Reloadable<HtpasswdDb>>, groups: Arc<Reloadable<HtgroupDb>>) -> Self {
+        HtpasswdAuthenticator {
+            users,
+            groups,
+            work: Arc::new(HashWork::default()),
+        }
+    }
+
+    /// The password checks run so far.
+    pub fn hash_work(&self) -> HashWorkSnapshot {
+        self.work.snapshot()
+    }
+
+    fn identity(&self, account: &str) -> Identity {
+        Identity::new(account, self.groups.load().groups_of(account).to_vec())
+    }
+}
+
+#[async_trait]
+impl Authenticator for HtpasswdAuthenticator {
+    fn name(&self) -> BackendName {
+        "htpasswd"
+    }
+
+    async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
+        let db = self.users.load();
+        let work = Arc::clone(&self.work);
+        let creds_owned = creds.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            db.check(
+                &creds_owned.username,
+                creds_owned.password.expose().as_bytes(),
+                &work,
+            )
+        })
+        .await
+        .map_err(|_| BackendError::Unavailable {
+            backend: "htpasswd",
+            reason: "the password check did not complete".to_owned(),
+        })?;
+        Ok(match verdict {
+            None => AuthnOutcome::UnknownUser,
+            Some(false) => AuthnOutcome::Rejected,
+            Some(true) => AuthnOutcome::Accepted(self.identity(&creds.username)),
+        })
+    }
+
+    async fn lookup(&self, account: &str) -> Result<Option<Identity>, BackendError> {
+        Ok(self
+            .users
+            .load()
+            .contains(account)
+            .then(|| self.identity(account)))
+    }
+
+    fn generation(&self) -> u64 {
+        // Both counters only grow, so their sum changes at every reload of either file.
+        self.users
+            .generation()
+            .wrapping_add(self.groups.generation())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BC: &str = "$2y$04$dqrJtmnYXMWkl3O9s.GphOIa0qHqzZE8RXaQ7JSgA6CVZ0hj8GK3a";
+
+    #[test]
+    fn parses_and_skips_bad_lines() {
+        let text = format!(
+            "# users\n\nalice:{BC}\r\nbob:plaintext\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n  \ndave:$2y$04$short\n"
+        );
+        let (db, issues) = HtpasswdDb::parse(&text, "users.htpasswd").unwrap();
+        assert_eq!(db.len(), 2);
+        assert!(db.contains("alice") && db.contains("carol"));
+        assert_eq!(issues.len(), 3, "{issues:?}");
+        assert_eq!(issues[0].line, Some(4));
+        assert_eq!(issues[0].users, vec!["bob".to_owned()]);
+        assert!(issues[0]
+            .to_string()
+            .starts_with("users.htpasswd:4: user \"bob\": line skipped"));
+        assert!(!issues[0].to_string().contains("plaintext:"));
+        assert_eq!(issues[1].line, Some(7));
+        assert!(!issues[1].to_string().contains("$2y$04$short"));
+        assert_eq!(issues[2].severity, Severity::Warning);
+        assert_eq!(issues[2].users, vec!["carol".to_owned()]);
+        assert_eq!(db.dummy_cost(), 4);
+    }
+
+    #[test]
+    fn whole_file_errors_name_the_line() {
+        let cases: [(&str, &str); 4] = [
+            ("alice:x\nnocolon\n", "f:2: the line has no ':'"),
+            (":abc\n", "f:1: empty user name"),
+            (
+                "a:x\n\na:y\n",
+                "f:3: user \"a\" is already defined on line 1",
+            ),
+            ("a:x\nb\0:y\n", "f:2: the line contains a NUL byte"),
+        ];
+        for (text, want) in cases {
+            let err = HtpasswdDb::parse(text, "f").unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn line_bound_is_enforced() {
+        let text = "#\n".repeat(MAX_LINES);
+        assert!(HtpasswdDb::parse(&text, "f").is_ok());
+        let text = format!("{text}#");
+        let err = HtpasswdDb::parse(&text, "f").unwrap_err();
+        assert!(matches!(err, HtpasswdError::TooManyLines { .. }), "{err}");
+    }
+
+    #[test]
+    fn debug_shows_no_hash() {
+        let (db, _) = HtpasswdDb::parse(&format!("alice:{BC}\n"), "f").unwrap();
+        let shown = format!("{db:?}");
+        assert!(
+            !shown.contains("dqrJ") && shown.contains("users: 1"),
+            "{shown}"
+        );
+    }
+}

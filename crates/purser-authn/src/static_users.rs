@@ -1,0 +1,239 @@
+//! Users written in the configuration, with bcrypt hashes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity};
+
+use crate::error::AuthnError;
+use crate::hash::{
+    bcrypt_cost, dummy_bcrypt, verify_bcrypt, HashWork, HashWorkSnapshot, BCRYPT_MAX_COST,
+    BCRYPT_MIN_COST,
+};
+use crate::htpasswd::DEFAULT_DUMMY_COST;
+
+/// One configured user. `Debug` hides the hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticUserEntry {
+    pub name: String,
+    /// A bcrypt hash (`purser hash-password`, `htpasswd -nB`).
+    pub password_hash: String,
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for StaticUserEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticUserEntry")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+struct StaticUser {
+    hash: String,
+    cost: u32,
+    groups: Vec<String>,
+}
+
+struct Users {
+    by_name: HashMap<String, StaticUser>,
+    dummy: String,
+    dummy_cost: u32,
+}
+
+/// The `static` backend: a fixed set of users with bcrypt hashes.
+pub struct StaticAuthenticator {
+    users: Arc<Users>,
+    work: Arc<HashWork>,
+}
+
+impl fmt::Debug for StaticAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.users.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("StaticAuthenticator")
+            .field("users", &names)
+            .finish()
+    }
+}
+
+impl StaticAuthenticator {
+    /// Checks every hash now, so a typo in the config fails at start, naming the user.
+    pub fn new(users: Vec<StaticUserEntry>) -> Result<Self, AuthnError> {
+        let mut by_name = HashMap::with_capacity(users.len());
+        let mut cost_counts: HashMap<u32, usize> = HashMap::new();
+        for entry in users {
+            if entry.name.is_empty() {
+                return Err(AuthnError::EmptyStaticUser);
+            }
+            let Some(cost) = bcrypt_cost(entry.password_hash.trim()) else {
+                return Err(AuthnError::InvalidStaticHash { user: entry.name });
+            };
+            if by_name.contains_key(&entry.name) {
+                return Err(AuthnError::DuplicateStaticUser { user: entry.name });
+            }
+            *cost_counts.entry(cost).or_default() += 1;
+            let mut groups = entry.groups;
+            groups.sort();
+            groups.dedup();
+            by_name.insert(
+                entry.name,
+                StaticUser {
+                    hash: entry.password_hash.trim().to_owned(),
+                    cost,
+                    groups,
+                },
+            );
+        }
+        // Unknown users cost what the most common known user costs.
+        let dummy_cost = cost_counts
+            .into_iter()
+            .max_by_key(|&(cost, count)| (count, cost))
+            .map_or(DEFAULT_DUMMY_COST, |(cost, _)| cost);
+        Ok(StaticAuthenticator {
+            users: Arc::new(Users {
+                by_name,
+                dummy: dummy_bcrypt(dummy_cost),
+                dummy_cost,
+            }),
+            work: Arc::new(HashWork::default()),
+        })
+    }
+
+    /// The password checks run so far.
+    pub fn hash_work(&self) -> HashWorkSnapshot {
+        self.work.snapshot()
+    }
+
+    /// How many users are configured.
+    pub fn len(&self) -> usize {
+        self.users.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.by_name.is_empty()
+    }
+}
+
+#[async_trait]
+impl Authenticator for StaticAuthenticator {
+    fn name(&self) -> BackendName {
+        "static"
+    }
+
+    async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
+        let users = Arc::clone(&self.users);
+        let work = Arc::clone(&self.work);
+        let creds = creds.clone();
+        tokio::task::spawn_blocking(move || {
+            let password = creds.password.expose().as_bytes();
+            match users.by_name.get(&creds.username) {
+                Some(user) => {
+                    if verify_bcrypt(password, &user.hash, user.cost, &work) {
+                        AuthnOutcome::Accepted(Identity::new(
+                            creds.username.clone(),
+                            user.groups.clone(),
+                        ))
+                    } else {
+                        AuthnOutcome::Rejected
+                    }
+                }
+                None => {
+                    verify_bcrypt(password, &users.dummy, users.dummy_cost, &work);
+                    AuthnOutcome::UnknownUser
+                }
+            }
+        })
+        .await
+        .map_err(|_| BackendError::Unavailable {
+            backend: "static",
+            reason: "the password check did not complete".to_owned(),
+        })
+    }
+
+    async fn lookup(&self, account: &str) -> Result<Option<Identity>, BackendError> {
+        Ok(self
+            .users
+            .by_name
+            .get(account)
+            .map(|u| Identity::new(account, u.groups.clone())))
+    }
+}
+
+/// A bcrypt hash of `password` in the `$2y$` form Apache's `htpasswd -B` writes, for
+/// `purser hash-password`. Refuses costs outside 4-31 and passwords longer than bcrypt's
+/// 72-byte limit (which would otherwise be cut silently).
+pub fn hash_password(password: &str, cost: u32) -> Result<String, AuthnError> {
+    if !(BCRYPT_MIN_COST..=BCRYPT_MAX_COST).contains(&cost) {
+        return Err(AuthnError::Hash(format!(
+            "cost {cost} is outside {BCRYPT_MIN_COST}-{BCRYPT_MAX_COST}"
+        )));
+    }
+    if password.is_empty() {
+        return Err(AuthnError::Hash("the password is empty".to_owned()));
+    }
+    if password.len() > 72 {
+        return Err(AuthnError::Hash(format!(
+            "the password is {} bytes long; bcrypt uses at most 72",
+            password.len()
+        )));
+    }
+    bcrypt::non_truncating_hash_with_result(password, cost)
+        .map(|parts| parts.format_for_version(bcrypt::Version::TwoY))
+        .map_err(|e| AuthnError::Hash(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_hash_names_the_user_not_the_hash() {
+        let err = StaticAuthenticator::new(vec![StaticUserEntry {
+            name: "admin".into(),
+            password_hash: "hunter2-not-a-hash".into(),
+            groups: vec![],
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"admin\""), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn hash_password_round_trips_and_bounds() {
+        let h = hash_password("p:ss wörd", 4).unwrap();
+        assert!(h.starts_with("$2y$04$"), "{h}");
+        assert!(bcrypt::verify("p:ss wörd", &h).unwrap());
+        assert!(hash_password("x", 3).is_err());
+        assert!(hash_password("x", 32).is_err());
+        assert!(hash_password("", 4).is_err());
+        let long = "a".repeat(73);
+        let err = hash_password(&long, 4).unwrap_err().to_string();
+        assert!(err.contains("73 bytes") && !err.contains("aaaa"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_and_empty_names_are_refused() {
+        let h = hash_password("x", 4).unwrap();
+        let e = |name: &str| StaticUserEntry {
+            name: name.into(),
+            password_hash: h.clone(),
+            groups: vec![],
+        };
+        assert!(matches!(
+            StaticAuthenticator::new(vec![e("a"), e("a")]),
+            Err(AuthnError::DuplicateStaticUser { .. })
+        ));
+        assert!(matches!(
+            StaticAuthenticator::new(vec![e("")]),
+            Err(AuthnError::EmptyStaticUser)
+        ));
+        let shown = format!("{:?}", e("a"));
+        assert!(!shown.contains(&h[7..]), "{shown}");
+    }
+}
