@@ -35,6 +35,7 @@ mod error;
 mod hash;
 pub mod htgroup;
 pub mod htpasswd;
+pub mod ldap;
 pub mod static_users;
 
 pub use cache::{Cached, CredentialCache};

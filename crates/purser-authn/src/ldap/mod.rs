@@ -1,0 +1,744 @@
+//! The `ldap` backend: passwords checked by binding to a directory (OpenLDAP, 389-ds, Active
+//! Directory), groups read from it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use purser_authn::ldap::{LdapAuthenticator, LdapSettings};
+//! use purser_core::{Authenticator, Credentials, Password};
+//!
+//! let ldap = LdapAuthenticator::new(LdapSettings {
+//!     urls: vec!["ldap://127.0.0.1:389".into()],
+//!     bind_dn: "cn=purser,ou=services,dc=example,dc=org".into(),
+//!     bind_password: Password::new("service secret"),
+//!     user_base: "ou=people,dc=example,dc=org".into(),
+//!     group_base: "ou=groups,dc=example,dc=org".into(),
+//!     ..LdapSettings::default()
+//! })?;
+//! let outcome = ldap.authenticate(&Credentials::new("alice", "her password")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Two ways to find the user:
+//! - **search-then-bind** (`bind_dn` + `user_base`): a pooled connection bound as the service
+//!   account searches `user_base` with `user_filter`; exactly one entry must match (none: unknown
+//!   user; several: rejected, with a warning, as the filter is ambiguous). A separate,
+//!   short-lived connection then binds as that entry with the password.
+//! - **direct bind** (`user_dn`): the DN is the template with the escaped user name; a failed
+//!   bind cannot tell an unknown user from a wrong password, so both answer `Rejected`.
+//!
+//! Pooled connections are never bound as a user: user binds always use their own connection,
+//! closed (unbind) right after. Their number is bounded by `pool_size` too.
+//!
+//! The directory being unreachable, slow (beyond `timeout`) or failing is an
+//! `Err(BackendError::Unavailable)`, answered with 503 by the server, never a 401.
+
+mod conn;
+pub mod escape;
+mod pool;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ldap3::{Ldap, Scope, SearchEntry, SearchOptions};
+use purser_core::{
+    Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, Password,
+};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use self::conn::Connector;
+use self::escape::{dn_value, fill, filter_value};
+use self::pool::Pool;
+
+const BACKEND: BackendName = "ldap";
+
+/// User names longer than this (in bytes) are refused without asking the directory.
+pub const MAX_USERNAME_LEN: usize = 256;
+/// Passwords longer than this (in bytes) are refused without asking the directory.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+/// Most groups read for one user; the rest are dropped with a warning.
+const MAX_GROUPS: i32 = 1000;
+
+/// The `authn.ldap` settings, with secrets already resolved (`bind_password_file` read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LdapSettings {
+    /// Tried in order until one answers; `ldap://` or `ldaps://`.
+    pub urls: Vec<String>,
+    /// Upgrade `ldap://` connections with StartTLS.
+    pub start_tls: bool,
+    /// PEM file of the CA(s) to trust for the directory's certificate; empty: system roots.
+    pub ca_file: PathBuf,
+    /// Service account for search-then-bind (and for groups and lookups); empty: direct bind.
+    pub bind_dn: String,
+    pub bind_password: Password,
+    /// Direct bind DN template with `{username}`.
+    pub user_dn: String,
+    /// Where users are searched.
+    pub user_base: String,
+    /// User search filter with `{username}`.
+    pub user_filter: String,
+    /// Where groups are searched; empty: no groups.
+    pub group_base: String,
+    /// Group filter with `{dn}` (the user's DN) and `{username}`.
+    pub group_filter: String,
+    /// The attribute naming a group.
+    pub group_name_attribute: String,
+    /// Bound on each directory operation: connect, bind, search.
+    pub timeout: Duration,
+    /// Connections bound as the service account kept open at most; also the bound on
+    /// simultaneous user binds.
+    pub pool_size: usize,
+}
+
+impl Default for LdapSettings {
+    /// The contract's defaults.
+    fn default() -> Self {
+        LdapSettings {
+            urls: vec!["ldap://127.0.0.1:389".into()],
+            start_tls: false,
+            ca_file: PathBuf::new(),
+            bind_dn: String::new(),
+            bind_password: Password::new(""),
+            user_dn: String::new(),
+            user_base: String::new(),
+            user_filter: "(uid={username})".into(),
+            group_base: String::new(),
+            group_filter: "(member={dn})".into(),
+            group_name_attribute: "cn".into(),
+            timeout: Duration::from_secs(5),
+            pool_size: 8,
+        }
+    }
+}
+
+/// One thing wrong with the settings, named by its key under `authn.ldap`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingProblem {
+    /// The key under `authn.ldap`, e.g. `urls`.
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for SettingProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "authn.ldap.{}: {}", self.key, self.message)
+    }
+}
+
+/// Why an [`LdapAuthenticator`] could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LdapError {
+    /// Every problem found in the settings, at once.
+    #[error("{}", join(.0))]
+    Settings(Vec<SettingProblem>),
+}
+
+fn join(problems: &[SettingProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl LdapSettings {
+    /// Every problem that can be found without contacting the directory (for `check-config`).
+    /// Reads `ca_file`.
+    pub fn validate(&self) -> Vec<SettingProblem> {
+        self.check().0
+    }
+
+    fn check(&self) -> (Vec<SettingProblem>, Option<Arc<rustls::ClientConfig>>) {
+        let mut problems = Vec::new();
+        let mut problem = |key, message: String| problems.push(SettingProblem { key, message });
+
+        if self.urls.is_empty() {
+            problem(
+                "urls",
+                "at least one URL is needed, e.g. ldap://ldap.example.org:389".into(),
+            );
+        }
+        for u in &self.urls {
+            match url::Url::parse(u) {
+                Err(e) => problem("urls", format!("{u:?} is not a URL: {e}")),
+                Ok(parsed) if !matches!(parsed.scheme(), "ldap" | "ldaps") => problem(
+                    "urls",
+                    format!("{u:?}: the scheme must be ldap:// or ldaps://"),
+                ),
+                Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+                    problem("urls", format!("{u:?} names no host"))
+                }
+                Ok(_) => {}
+            }
+        }
+
+        let tls = if self.ca_file.as_os_str().is_empty() {
+            None
+        } else {
+            match conn::tls_config(&self.ca_file) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    problem("ca_file", e);
+                    None
+                }
+            }
+        };
+
+        let service = !self.bind_dn.is_empty();
+        if service && self.bind_password.is_empty() {
+            problem(
+                "bind_password",
+                "is empty while bind_dn is set: give the service account's password (or bind_password_file)".into(),
+            );
+        }
+        if !self.user_dn.is_empty() {
+            if !self.user_dn.contains("{username}") {
+                problem(
+                    "user_dn",
+                    "must contain {username}, e.g. uid={username},ou=people,dc=example,dc=org"
+                        .into(),
+                );
+            }
+        } else if !service {
+            problem(
+                "bind_dn",
+                "set user_dn (direct bind) or bind_dn, bind_password and user_base (search-then-bind)".into(),
+            );
+        } else {
+            if self.user_base.is_empty() {
+                problem(
+                    "user_base",
+                    "is needed for search-then-bind (bind_dn is set and user_dn is not)".into(),
+                );
+            }
+            check_filter(
+                &mut problem,
+                "user_filter",
+                &self.user_filter,
+                &["username"],
+            );
+        }
+        if !self.group_base.is_empty() {
+            check_filter(
+                &mut problem,
+                "group_filter",
+                &self.group_filter,
+                &["dn", "username"],
+            );
+            let attr_ok = !self.group_name_attribute.is_empty()
+                && self
+                    .group_name_attribute
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b';');
+            if !attr_ok {
+                problem(
+                    "group_name_attribute",
+                    format!("{:?} is not an attribute name", self.group_name_attribute),
+                );
+            }
+        }
+        if self.timeout.is_zero() {
+            problem("timeout", "must be more than 0s".into());
+        }
+        if self.pool_size == 0 || self.pool_size > 1024 {
+            problem(
+                "pool_size",
+                format!("{} is out of range: 1 to 1024", self.pool_size),
+            );
+        }
+        (problems, tls)
+    }
+}
+
+fn check_filter(
+    problem: &mut impl FnMut(&'static str, String),
+    key: &'static str,
+    template: &str,
+    placeholders: &[&str],
+) {
+    if !placeholders
+        .iter()
+        .any(|p| template.contains(&format!("{{{p}}}")))
+    {
+        let names: Vec<String> = placeholders.iter().map(|p| format!("{{{p}}}")).collect();
+        problem(
+            key,
+            format!("{template:?} must contain {}", names.join(" or ")),
+        );
+        return;
+    }
+    let sample: Vec<(&str, &str)> = placeholders.iter().map(|p| (*p, "x")).collect();
+    if ldap3::parse_filter(fill(template, &sample)).is_err() {
+        problem(
+            key,
+            format!("{template:?} is not an LDAP filter (RFC 4515), e.g. (uid={{username}})"),
+        );
+    }
+}
+
+/// Gauges of the service-account pool, for `purser_ldap_pool_connections{state}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections waiting for work.
+    pub idle: usize,
+    /// Connections in use.
+    pub busy: usize,
+    /// The most service connections ever open at once (never above `pool_size`).
+    pub peak_open: usize,
+    /// Service connections opened since start (grows when the directory restarts).
+    pub opened: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+/// What the user search found.
+enum Found {
+    None,
+    One(String),
+    Many(usize),
+}
+
+/// Checks passwords against a directory; see the module documentation.
+pub struct LdapAuthenticator {
+    connector: Connector,
+    /// Present when a service account is configured.
+    pool: Option<Pool>,
+    /// Search-then-bind (`user_dn` empty) or direct bind.
+    search_mode: bool,
+    user_dn: String,
+    user_base: String,
+    user_filter: String,
+    group_base: String,
+    group_filter: String,
+    group_name_attribute: String,
+    timeout: Duration,
+    user_binds: Semaphore,
+    health: Mutex<Health>,
+    /// Smoothed duration of answers that needed the directory, in nanoseconds: refusals made
+    /// without it wait as long, so they cannot be told apart by timing.
+    typical_nanos: AtomicU64,
+}
+
+impl fmt::Debug for LdapAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LdapAuthenticator")
+            .field("search_mode", &self.search_mode)
+            .field("pool", &self.pool_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LdapAuthenticator {
+    /// Validates the settings and prepares the backend, without contacting the directory (it
+    /// may be down at start: `ready()` says so and logins answer "unavailable" until it is back).
+    pub fn new(settings: LdapSettings) -> Result<Self, LdapError> {
+        let (problems, tls) = settings.check();
+        if !problems.is_empty() {
+            return Err(LdapError::Settings(problems));
+        }
+        let connector = Connector::new(
+            settings.urls.clone(),
+            settings.start_tls,
+            tls,
+            settings.timeout,
+        );
+        let pool = (!settings.bind_dn.is_empty()).then(|| {
+            Pool::new(
+                settings.bind_dn.clone(),
+                settings.bind_password.clone(),
+                settings.pool_size,
+                settings.timeout,
+            )
+        });
+        Ok(LdapAuthenticator {
+            connector,
+            pool,
+            search_mode: settings.user_dn.is_empty(),
+            user_dn: settings.user_dn,
+            user_base: settings.user_base,
+            user_filter: settings.user_filter,
+            group_base: settings.group_base,
+            group_filter: settings.group_filter,
+            group_name_attribute: settings.group_name_attribute,
+            timeout: settings.timeout,
+            user_binds: Semaphore::new(settings.pool_size),
+            health: Mutex::new(Health::Unknown),
+            typical_nanos: AtomicU64::new(0),
+        })
+    }
+
+    /// The service-account pool's gauges (all zero without a service account).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.as_ref().map(Pool::stats).unwrap_or_default()
+    }
+
+    fn set_health(&self, health: Health) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = health;
+    }
+
+    fn unavailable(&self, reason: String) -> BackendError {
+        tracing::warn!(backend = BACKEND, %reason, "directory unavailable");
+        self.set_health(Health::Down);
+        BackendError::Unavailable {
+            backend: BACKEND,
+            reason,
+        }
+    }
+
+    fn record_duration(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.typical_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            nanos
+        } else {
+            old - old / 8 + nanos / 8
+        };
+        self.typical_nanos.store(new, Ordering::Relaxed);
+    }
+
+    /// Waits until a refusal made without the directory took as long as a typical answer.
+    async fn pad(&self, started: Instant) {
+        let typical = Duration::from_nanos(self.typical_nanos.load(Ordering::Relaxed));
+        if let Some(rest) = typical.checked_sub(started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+
+    fn direct_dn(&self, username: &str) -> String {
+        fill(&self.user_dn, &[("username", &dn_value(username))])
+    }
+
+    async fn with_pool<T, F, Fut>(&self, op: F) -> Result<T, String>
+    where
+        F: Fn(Ldap) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ldap3::LdapError>>,
+    {
+        let pool = self.pool.as_ref().ok_or("no service account configured")?;
+        pool.run(&self.connector, op).await
+    }
+
+    /// Searches `user_base` for the one entry of `username`, on the service pool.
+    async fn find_user(&self, username: &str) -> Result<Found, String> {
+        let filter = fill(&self.user_filter, &[("username", &filter_value(username))]);
+        let base = self.user_base.clone();
+        let limit = self.server_time_limit();
+        let result = self
+            .with_pool(|mut ldap| {
+                let (base, filter) = (base.clone(), filter.clone());
+                async move {
+                    ldap.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
+                        .search(&base, Scope::Subtree, &filter, vec!["1.1"])
+                        .await
+                }
+            })
+            .await?;
+        let ldap3::SearchResult(entries, res) = result;
+        let mut dns: Vec<String> = entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .map(|e| SearchEntry::construct(e).dn)
+            .collect();
+        match res.rc {
+            0 => {}
+            // sizeLimitExceeded: more than one entry matched.
+            4 => return Ok(Found::Many(dns.len().max(2))),
+            32 => {
+                tracing::warn!(backend = BACKEND, base = %self.user_base, "authn.ldap.user_base does not exist in the directory");
+                return Ok(Found::None);
+            }
+            rc => return Err(format!("user search failed: result code {rc} {}", res.text)),
+        }
+        Ok(match dns.len() {
+            0 => Found::None,
+            1 => Found::One(dns.remove(0)),
+            n => Found::Many(n),
+        })
+    }
+
+    fn server_time_limit(&self) -> i32 {
+        i32::try_from(self.timeout.as_secs().max(1)).unwrap_or(i32::MAX)
+    }
+
+    /// Binds as `dn` on a new connection. `Ok(Some(conn))`: accepted, the connection is bound
+    /// as the user (the caller unbinds it); `Ok(None)`: the directory refused the credentials.
+    async fn user_bind(&self, dn: &str, password: &str) -> Result<Option<Ldap>, String> {
+        let _permit = timeout(self.timeout, self.user_binds.acquire())
+            .await
+            .map_err(|_| format!("no bind slot free within {:?}", self.timeout))?
+            .map_err(|_| "closed".to_string())?;
+        let mut ldap = self.connector.connect().await?;
+        let res = timeout(self.timeout, ldap.simple_bind(dn, password))
+            .await
+            .map_err(|_| format!("bind: no answer within {:?}", self.timeout))?
+            .map_err(|e| format!("bind: {e}"))?;
+        match res.rc {
+            0 => Ok(Some(ldap)),
+            // invalidCredentials, inappropriateAuthentication, insufficientAccessRights,
+            // unwillingToPerform (account locked or disabled), constraintViolation (password
+            // policy), invalidDNSyntax, noSuchObject: the credentials do not log anyone in.
+            49 | 48 | 50 | 53 | 19 | 34 | 32 => {
+                close(ldap).await;
+                Ok(None)
+            }
+            rc => {
+                close(ldap).await;
+                Err(format!("bind failed: result code {rc} {}", res.text))
+            }
+        }
+    }
+
+    /// The names of the groups `dn` is a member of; `bound` is the user's own connection, used
+    /// when there is no service account.
+    async fn groups(
+        &self,
+        dn: &str,
+        username: &str,
+        bound: Option<&Ldap>,
+    ) -> Result<Vec<String>, String> {
+        if self.group_base.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = fill(
+            &self.group_filter,
+            &[
+                ("dn", &filter_value(dn)),
+                ("username", &filter_value(username)),
+            ],
+        );
+        let base = self.group_base.clone();
+        let attr = self.group_name_attribute.clone();
+        let limit = self.server_time_limit();
+        let search = |mut ldap: Ldap| {
+            let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
+            async move {
+                ldap.with_search_options(
+                    SearchOptions::new().sizelimit(MAX_GROUPS).timelimit(limit),
+                )
+                .search(&base, Scope::Subtree, &filter, vec![attr])
+                .await
+            }
+        };
+        let result = match (&self.pool, bound) {
+            (Some(_), _) | (None, None) => self.with_pool(search).await?,
+            (None, Some(ldap)) => timeout(self.timeout, search(ldap.clone()))
+                .await
+                .map_err(|_| format!("group search: no answer within {:?}", self.timeout))?
+                .map_err(|e| format!("group search: {e}"))?,
+        };
+        let ldap3::SearchResult(entries, res) = result;
+        match res.rc {
+            0 => {}
+            4 => tracing::warn!(
+                backend = BACKEND,
+                limit = MAX_GROUPS,
+                "more groups than the limit; the rest are ignored"
+            ),
+            32 => {
+                tracing::warn!(backend = BACKEND, base = %self.group_base, "authn.ldap.group_base does not exist in the directory");
+                return Ok(Vec::new());
+            }
+            rc => {
+                return Err(format!(
+                    "group search failed: result code {rc} {}",
+                    res.text
+                ))
+            }
+        }
+        let mut names: Vec<String> = entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .flat_map(|e| {
+                SearchEntry::construct(e)
+                    .attrs
+                    .into_iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(&self.group_name_attribute))
+                    .flat_map(|(_, v)| v)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn check(&self, username: &str, password: &str) -> Result<AuthnOutcome, String> {
+        let dn = if self.search_mode {
+            match self.find_user(username).await? {
+                Found::One(dn) => dn,
+                found => {
+                    if let Found::Many(n) = found {
+                        tracing::warn!(backend = BACKEND, %username, entries = n, "user_filter matches several entries: login refused; make authn.ldap.user_filter match one entry per user");
+                    }
+                    // Spend the bind a known user costs, so timing does not tell which
+                    // accounts exist. The user's password is not sent for this.
+                    let decoy = format!("cn=purser-no-such-user,{}", self.user_base);
+                    if let Some(ldap) = self.user_bind(&decoy, "purser-decoy-password").await? {
+                        close(ldap).await;
+                    }
+                    return Ok(match found {
+                        Found::None => AuthnOutcome::UnknownUser,
+                        _ => AuthnOutcome::Rejected,
+                    });
+                }
+            }
+        } else {
+            self.direct_dn(username)
+        };
+        let Some(ldap) = self.user_bind(&dn, password).await? else {
+            return Ok(AuthnOutcome::Rejected);
+        };
+        let groups = self.groups(&dn, username, Some(&ldap)).await;
+        close(ldap).await;
+        Ok(AuthnOutcome::Accepted(Identity::new(username, groups?)))
+    }
+
+    async fn find(&self, account: &str) -> Result<Option<Identity>, String> {
+        let dn = if self.search_mode {
+            match self.find_user(account).await? {
+                Found::One(dn) => dn,
+                Found::None => return Ok(None),
+                Found::Many(n) => {
+                    tracing::warn!(backend = BACKEND, %account, entries = n, "user_filter matches several entries: account not looked up");
+                    return Ok(None);
+                }
+            }
+        } else {
+            let dn = self.direct_dn(account);
+            let limit = self.server_time_limit();
+            let result = self
+                .with_pool(|mut ldap| {
+                    let dn = dn.clone();
+                    async move {
+                        ldap.with_search_options(SearchOptions::new().sizelimit(1).timelimit(limit))
+                            .search(&dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
+                            .await
+                    }
+                })
+                .await?;
+            match result.1.rc {
+                0 if !result.0.is_empty() => dn,
+                0 | 32 | 34 => return Ok(None),
+                rc => {
+                    return Err(format!(
+                        "account read failed: result code {rc} {}",
+                        result.1.text
+                    ))
+                }
+            }
+        };
+        let groups = self.groups(&dn, account, None).await?;
+        Ok(Some(Identity::new(account, groups)))
+    }
+
+    /// Contacts the directory once (a pooled connection's round trip, or a plain connect
+    /// without a service account) and records the result.
+    async fn probe(&self) -> Result<(), String> {
+        let result = if self.pool.is_some() {
+            self.with_pool(|mut ldap| async move { ldap.extended(ldap3::exop::WhoAmI).await })
+                .await
+                .map(|_| ())
+        } else {
+            match self.connector.connect().await {
+                Ok(ldap) => {
+                    close(ldap).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match &result {
+            Ok(()) => self.set_health(Health::Up),
+            Err(_) => self.set_health(Health::Down),
+        }
+        result
+    }
+}
+
+/// Ends a short-lived connection politely; the socket closes when the last handle drops anyway.
+async fn close(mut ldap: Ldap) {
+    let _ = timeout(Duration::from_millis(200), ldap.unbind()).await;
+}
+
+fn acceptable_username(username: &str) -> bool {
+    !username.is_empty() && username.len() <= MAX_USERNAME_LEN && !username.contains('\0')
+}
+
+#[async_trait]
+impl Authenticator for LdapAuthenticator {
+    fn name(&self) -> BackendName {
+        BACKEND
+    }
+
+    async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
+        let started = Instant::now();
+        let password = &creds.password;
+        // An empty password would be an unauthenticated bind, which many directories accept
+        // as success (RFC 4513 section 5.1.2): never send one.
+        if password.is_empty() || password.expose().len() > MAX_PASSWORD_LEN {
+            self.pad(started).await;
+            return Ok(AuthnOutcome::Rejected);
+        }
+        if !acceptable_username(&creds.username) {
+            self.pad(started).await;
+            return Ok(if self.search_mode {
+                AuthnOutcome::UnknownUser
+            } else {
+                AuthnOutcome::Rejected
+            });
+        }
+        match self.check(&creds.username, password.expose()).await {
+            Ok(outcome) => {
+                self.set_health(Health::Up);
+                self.record_duration(started.elapsed());
+                Ok(outcome)
+            }
+            Err(reason) => Err(self.unavailable(reason)),
+        }
+    }
+
+    async fn lookup(&self, account: &str) -> Result<Option<Identity>, BackendError> {
+        if self.pool.is_none() {
+            return Err(BackendError::Unsupported {
+                backend: BACKEND,
+                reason: "direct bind without a service account cannot find accounts without their password: set authn.ldap.bind_dn and bind_password".into(),
+            });
+        }
+        if !acceptable_username(account) {
+            return Ok(None);
+        }
+        match self.find(account).await {
+            Ok(found) => {
+                self.set_health(Health::Up);
+                Ok(found)
+            }
+            Err(reason) => Err(self.unavailable(reason)),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match health {
+            Health::Up => Ok(()),
+            // Unknown or down: try now, so that readiness comes back without waiting for a login.
+            Health::Unknown | Health::Down => self
+                .probe()
+                .await
+                .map_err(|e| format!("ldap: directory unreachable: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+use super::*;
+
+fn search_settings(url: &str) -> LdapSettings {
+    LdapSettings {
+        urls: vec![url.into()],
+        bind_dn: "cn=purser,ou=services,dc=example,dc=org".into(),
+        bind_password: Password::new("service-secret"),
+        user_base: "ou=people,dc=example,dc=org".into(),
+        group_base: "ou=groups,dc=example,dc=org".into(),
+        timeout: Duration::from_secs(2),
+        ..LdapSettings::default()
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn keys(err: LdapError) -> Vec<&'static str> {
+    let LdapError::Settings(problems) = err;
+    problems.iter().map(|p| p.key).collect()
+}
+
+#[test]
+fn valid_settings_build_without_contacting_the_directory() {
+    let ldap = LdapAuthenticator::new(search_settings("ldap://127.0.0.1:1")).unwrap();
+    assert_eq!(ldap.pool_stats(), PoolStats::default());
+    let direct = LdapAuthenticator::new(LdapSettings {
+        user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+        ..LdapSettings::default()
+    });
+    assert!(direct.is_ok());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let err = LdapAuthenticator::new(LdapSettings {
+        urls: vec!["http://x".into(), "not a url".into()],
+        ca_file: "/nonexistent/ca.pem".into(),
+        bind_dn: "cn=svc".into(),
+        user_filter: "uid=x".into(),
+        group_base: "ou=groups".into(),
+        group_filter: "(member={dn}".into(),
+        group_name_attribute: "c n".into(),
+        timeout: Duration::ZERO,
+        pool_size: 0,
+        ..LdapSettings::default()
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("authn.ldap.urls"), "{text}");
+    assert_eq!(
+        keys(err),
+        [
+            "urls",
+            "urls",
+            "ca_file",
+            "bind_password",
+            "user_base",
+            "user_filter",
+            "group_filter",
+            "group_name_attribute",
+            "timeout",
+            "pool_size"
+        ]
+    );
+}
+
+#[test]
+fn a_mode_is_required() {
+    let err = LdapAuthenticator::new(LdapSettings::default()).unwrap_err();
+    assert_eq!(keys(err), ["bind_dn"]);
+    let err = LdapAuthenticator::new(LdapSettings {
+        user_dn: "uid=fixed,dc=example,dc=org".into(),
+        ..LdapSettings::default()
+    })
+    .unwrap_err();
+    assert_eq!(keys(err), ["user_dn"]);
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(
+        &path,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = LdapAuthenticator::new(LdapSettings {
+        ca_file: path,
+        ..search_settings("ldaps://127.0.0.1:1")
+    })
+    .unwrap_err();
+    assert_eq!(keys(err), ["ca_file"]);
+}
+
+#[test]
+fn debug_output_shows_no_secret() {
+    let settings = search_settings("ldap://127.0.0.1:1");
+    assert!(!format!("{settings:?}").contains("service-secret"));
+    let ldap = LdapAuthenticator::new(settings).unwrap();
+    assert!(!format!("{ldap:?}").contains("service-secret"));
+}
+
+#[tokio::test]
+async fn a_directory_that_is_down_is_unavailable_not_a_rejection() {
+    let ldap = LdapAuthenticator::new(search_settings(&format!(
+        "ldap://127.0.0.1:{}",
+        closed_port()
+    )))
+    .unwrap();
+    let err = ldap
+        .authenticate(&Credentials::new("alice", "pw"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BackendError::Unavailable {
+                backend: "ldap",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("service-secret"));
+    assert!(ldap.ready().await.is_err());
+    assert!(matches!(
+        ldap.lookup("alice").await,
+        Err(BackendError::Unavailable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn refusals_made_without_the_directory() {
+    // Nothing listens: any attempt to reach the directory would be an error, so these
+    // answers prove no connection was tried.
+    let url = format!("ldap://127.0.0.1:{}", closed_port());
+    let search = LdapAuthenticator::new(search_settings(&url)).unwrap();
+    let direct = LdapAuthenticator::new(LdapSettings {
+        urls: vec![url],
+        user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+        ..LdapSettings::default()
+    })
+    .unwrap();
+    let long = "a".repeat(MAX_USERNAME_LEN + 1);
+    for (name, password, from_search, from_direct) in [
+        ("alice", "", AuthnOutcome::Rejected, AuthnOutcome::Rejected),
+        (
+            "a\0b",
+            "pw",
+            AuthnOutcome::UnknownUser,
+            AuthnOutcome::Rejected,
+        ),
+        (
+            long.as_str(),
+            "pw",
+            AuthnOutcome::UnknownUser,
+            AuthnOutcome::Rejected,
+        ),
+        ("", "pw", AuthnOutcome::UnknownUser, AuthnOutcome::Rejected),
+    ] {
+        let creds = Credentials::new(name, password);
+        assert_eq!(search.authenticate(&creds).await, Ok(from_search));
+        assert_eq!(direct.authenticate(&creds).await, Ok(from_direct));
+    }
+    let huge = Credentials::new("alice", "x".repeat(MAX_PASSWORD_LEN + 1));
+    assert_eq!(search.authenticate(&huge).await, Ok(AuthnOutcome::Rejected));
+    assert_eq!(search.lookup("a\0b").await, Ok(None));
+}
+
+#[tokio::test]
+async fn direct_bind_without_service_account_cannot_look_up() {
+    let direct = LdapAuthenticator::new(LdapSettings {
+        urls: vec![format!("ldap://127.0.0.1:{}", closed_port())],
+        user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+        ..LdapSettings::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        direct.lookup("alice").await,
+        Err(BackendError::Unsupported {
+            backend: "ldap",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn urls_are_tried_in_order() {
+    // The first URL is down, the second listens (a bare TCP listener is enough to connect).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap().port();
+    let accept = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+    let connector = Connector::new(
+        vec![
+            format!("ldap://127.0.0.1:{}", closed_port()),
+            format!("ldap://127.0.0.1:{up}"),
+        ],
+        false,
+        None,
+        Duration::from_secs(2),
+    );
+    assert!(connector.connect().await.is_ok());
+    accept.await.unwrap().unwrap();
+}
