@@ -84,3 +84,50 @@ pub async fn unavailable_is_an_error(auth: &dyn Authenticator, creds: &Credentia
     );
     assert!(auth.ready().await.is_err(), "{name}: must not be ready");
 }
+
+/// An unknown user costs the same password-hashing work as a known user with a wrong
+/// password, counted by the backend (`work`) rather than timed: 20 logins of each kind must
+/// run the same number of bcrypt checks with the same total rounds.
+pub async fn unknown_user_costs_like_a_wrong_password(
+    auth: &dyn Authenticator,
+    work: impl Fn() -> crate::HashWorkSnapshot,
+    wrong_password: &Credentials,
+    unknown_user: &Credentials,
+) {
+    let name = auth.name();
+    let wrong = work_of(auth, &work, wrong_password, AuthnOutcome::Rejected).await;
+    let unknown = work_of(auth, &work, unknown_user, AuthnOutcome::UnknownUser).await;
+    assert!(
+        wrong.bcrypt_checks > 0,
+        "{name}: a wrong password ran no bcrypt check"
+    );
+    assert_eq!(
+        wrong, unknown,
+        "{name}: unknown users and wrong passwords must cost the same work"
+    );
+}
+
+async fn work_of(
+    auth: &dyn Authenticator,
+    work: &impl Fn() -> crate::HashWorkSnapshot,
+    creds: &Credentials,
+    want: AuthnOutcome,
+) -> crate::HashWorkSnapshot {
+    const RUNS: u64 = 20;
+    let before = work();
+    for _ in 0..RUNS {
+        assert_eq!(
+            auth.authenticate(creds).await,
+            Ok(want.clone()),
+            "{}: login as {:?}",
+            auth.name(),
+            creds.username
+        );
+    }
+    let after = work();
+    crate::HashWorkSnapshot {
+        bcrypt_checks: after.bcrypt_checks - before.bcrypt_checks,
+        bcrypt_rounds: after.bcrypt_rounds - before.bcrypt_rounds,
+        other_checks: after.other_checks - before.other_checks,
+    }
+}

@@ -24,6 +24,10 @@ use crate::htgroup::HtgroupDb;
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Most lines accepted in an htpasswd or htgroup file.
 pub const MAX_LINES: usize = 1_000_000;
+/// Longest password checked. `$apr1$` hashes the password about 2,000 times, so an
+/// unbounded one would let a client burn CPU; longer passwords are refused after the same
+/// dummy bcrypt work an unknown user costs.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
 /// bcrypt cost of the dummy check for unknown users when the file has no bcrypt hash.
 pub const DEFAULT_DUMMY_COST: u32 = 10;
 
@@ -236,6 +240,10 @@ impl HtpasswdDb {
     /// `Some(matched)` for a known user, `None` (after the same bcrypt work as a known user)
     /// for an unknown one. Blocking CPU work.
     fn check(&self, user: &str, password: &[u8], work: &HashWork) -> Option<bool> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            verify_bcrypt(password, &self.dummy, self.dummy_cost, work);
+            return self.users.contains_key(user).then_some(false);
+        }
         match self.users.get(user) {
             Some(stored) => Some(stored.verify(password, work)),
             None => {
@@ -380,6 +388,18 @@ mod tests {
         let text = format!("{text}#");
         let err = HtpasswdDb::parse(&text, "f").unwrap_err();
         assert!(matches!(err, HtpasswdError::TooManyLines { .. }), "{err}");
+    }
+
+    #[test]
+    fn over_long_passwords_cost_one_bcrypt_check() {
+        let text = format!("alice:$apr1$abc$0123456789abcdefABCDEF\nbob:{BC}\n");
+        let (db, _) = HtpasswdDb::parse(&text, "f").unwrap();
+        let work = HashWork::default();
+        let long = vec![b'x'; MAX_PASSWORD_BYTES + 1];
+        assert_eq!(db.check("alice", &long, &work), Some(false));
+        assert_eq!(db.check("nobody", &long, &work), None);
+        let done = work.snapshot();
+        assert_eq!((done.bcrypt_checks, done.other_checks), (2, 0));
     }
 
     #[test]
