@@ -431,3 +431,24 @@ fn durations_in_every_unit() {
         Ok(())
     });
 }
+
+/// The example in docs/configuration.md, kept true.
+#[test]
+fn the_documented_example_reports_what_the_docs_show() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "purser.yaml",
+            "server:\n  listen: nowhere\n  colour: blue\ntoken:\n  lifetime: 30s\nauthn:\n  ldap:\n    urlz: [\"ldap://127.0.0.1:389\"]\n",
+        )?;
+        jail.set_env("PURSER_TOKEN__ISUER", "x");
+        let text = errors(&file("purser.yaml")).to_string();
+        let docs = include_str!("../../../docs/configuration.md");
+        let start = docs
+            .find("purser: the configuration has problems:\n")
+            .expect("example in docs")
+            + 40;
+        let shown = &docs[start..start + docs[start..].find("```").expect("end of example")];
+        assert_eq!(text.trim_end(), shown.trim_end());
+        Ok(())
+    });
+}

@@ -170,12 +170,11 @@ impl Config {
         };
         resolve_paths(&mut config, &base_dir);
         read_secrets(&mut config, &mut problems);
+        // A dropped key took its default: a problem found in that default is not the user's.
         let under_removed = |path: &str| {
-            removed.iter().any(|r| {
-                path == r
-                    || path.starts_with(&format!("{r}."))
-                    || r.starts_with(&format!("{path}."))
-            })
+            removed
+                .iter()
+                .any(|r| path == r || path.starts_with(&format!("{r}.")))
         };
         problems.extend(
             config
@@ -188,6 +187,13 @@ impl Config {
                 p.source = locator.locate(&p.path);
             }
         }
+        // In reading order: the file by line, then the environment, then flags.
+        problems.sort_by_key(|p| match &p.source {
+            Some(ProblemSource::File { line, .. }) => (0, line.unwrap_or(0)),
+            Some(ProblemSource::Env { .. }) => (1, 0),
+            Some(ProblemSource::Flag { .. }) => (2, 0),
+            None => (3, 0),
+        });
         if problems.is_empty() {
             Ok(Loaded {
                 config,
