@@ -496,3 +496,61 @@ mod tests {
             .is_empty());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The same glob written as an anchored regex, the obvious way.
+    fn reference(glob: &str) -> Regex {
+        let b = glob.as_bytes();
+        let mut re = String::from("^");
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'*' && b.get(i + 1) == Some(&b'*') {
+                if b.get(i + 2) == Some(&b'/') && (i == 0 || b[i - 1] == b'/') {
+                    re.push_str("(?:.*/)?");
+                    i += 3;
+                } else {
+                    re.push_str(".*");
+                    i += 2;
+                }
+            } else if b[i] == b'*' {
+                re.push_str("[^/]*");
+                i += 1;
+            } else if b[i] == b'?' {
+                re.push_str("[^/]");
+                i += 1;
+            } else {
+                re.push_str(&regex::escape(&glob[i..i + 1]));
+                i += 1;
+            }
+        }
+        re.push('$');
+        Regex::new(&re).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn glob_agrees_with_a_regex_translation(
+            glob in "[ab/*?]{0,12}",
+            value in "[ab/]{0,12}",
+        ) {
+            prop_assume!(!glob.contains("***"));
+            // `/.../` is a regex, not a glob.
+            prop_assume!(!(glob.len() >= 2 && glob.starts_with('/') && glob.ends_with('/')));
+            let p = Pattern::parse(&glob, false).unwrap();
+            prop_assert_eq!(p.matches_plain(&value), reference(&glob).is_match(&value));
+        }
+
+        #[test]
+        fn any_pattern_and_value_never_panic(pattern in ".{0,64}", value in ".{0,64}") {
+            if let Ok(p) = Pattern::parse(&pattern, true) {
+                let who = Identity::new(value.clone(), vec![pattern.clone()]);
+                let _ = p.matches_plain(&value);
+                let _ = p.matches_for(&value, &who);
+            }
+        }
+    }
+}

@@ -149,6 +149,8 @@ impl<'t> Doc<'t> {
             dropped,
             ..
         } = self;
+        // Problems are found rule by rule and field by field; report them in file order.
+        errors.sort_by_key(|e| e.line().unwrap_or(usize::MAX));
         if dropped > 0 {
             errors.push(PolicyError::TooMany {
                 loc: Loc::new(source, None),
@@ -188,8 +190,11 @@ pub(crate) fn expect_str(v: &Value) -> Result<&str, String> {
     }
 }
 
+/// One item of a list of strings: its index, and the string or what was found instead.
+pub(crate) type StrItem<'v> = (usize, Result<&'v str, String>);
+
 /// A list of strings; items that are not strings are reported by index.
-pub(crate) fn expect_str_list(v: &Value) -> Result<Vec<(usize, Result<&str, String>)>, String> {
+pub(crate) fn expect_str_list(v: &Value) -> Result<Vec<StrItem<'_>>, String> {
     match v {
         Value::Sequence(items) => Ok(items
             .iter()
@@ -226,8 +231,8 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
