@@ -290,10 +290,10 @@ fn skopeo_uses_a_refresh_token_as_identity_token() {
         .to_string();
     assert!(!refresh.is_empty());
 
-    // An identity token alone: containers/image can only use it through the POST refresh grant.
+    // containers/image uses an identity token only through the POST refresh grant.
     let authfile = s
         .skopeo
-        .identity_token_authfile(&s.registry.host(), None, &refresh);
+        .identity_token_authfile(&s.registry.host(), "alice", &refresh);
     let out = s.skopeo.inspect_raw(
         &s.registry.reference("alice/app:1"),
         Creds::AuthFile(&authfile),
@@ -310,20 +310,10 @@ fn skopeo_uses_a_refresh_token_as_identity_token() {
     s.push_ok(&image, "alice/via-refresh:1", Creds::AuthFile(&authfile));
     assert!(s.exists("alice/via-refresh:1"));
 
-    // The docker CLI's shape too: a user name with an empty password beside the token.
-    let authfile = s
-        .skopeo
-        .identity_token_authfile(&s.registry.host(), Some("alice"), &refresh);
-    let out = s.skopeo.inspect_raw(
-        &s.registry.reference("alice/app:1"),
-        Creds::AuthFile(&authfile),
-    );
-    assert!(out.ok, "{}", out.stderr);
-
     // A forged refresh token gets nothing.
-    let forged = s
-        .skopeo
-        .identity_token_authfile(&s.registry.host(), None, &format!("{refresh}x"));
+    let forged =
+        s.skopeo
+            .identity_token_authfile(&s.registry.host(), "alice", &format!("{refresh}x"));
     let out = s.skopeo.inspect_raw(
         &s.registry.reference("alice/app:1"),
         Creds::AuthFile(&forged),

@@ -32,6 +32,21 @@ fn registry_without_auth_round_trips_an_image_byte_for_byte() {
     out.expect_ok("pull back");
     image.assert_same_as_dir(&dir);
 
+    // A second repository gets the blobs by cross-repository mount, which the access log shows.
+    skopeo
+        .push(&image, &registry, "selftest/copy:1", Creds::None)
+        .expect_ok("push to a second repository");
+    assert!(
+        registry.log_text().lines().any(|l| l
+            .contains("POST /v2/selftest/copy/blobs/uploads/?from=selftest%2Fapp&mount=sha256")
+            && l.contains("\" 201 ")),
+        "no mount in the access log:\n{}",
+        registry.log_tail()
+    );
+    skopeo
+        .delete(&registry.reference("selftest/copy:1"), Creds::None)
+        .expect_ok("delete the copy");
+
     // The registry's catalog answers without auth and names the repository.
     let catalog = Http::get(&format!("{}/v2/_catalog", registry.url()))
         .send()
@@ -39,7 +54,7 @@ fn registry_without_auth_round_trips_an_image_byte_for_byte() {
     assert_eq!(catalog.status, 200);
     assert_eq!(
         catalog.json()["repositories"],
-        serde_json::json!(["selftest/app"])
+        serde_json::json!(["selftest/app", "selftest/copy"])
     );
 
     // Deleting works (storage.delete.enabled), and afterwards the tag is gone.
@@ -285,4 +300,153 @@ fn registry_with_token_auth_accepts_a_token_signed_by_its_bundle() {
     let empty = sign(serde_json::json!([]));
     let r = Http::get(&catalog).bearer(&empty).send().unwrap();
     assert_eq!(r.status, 401, "a token without access must be refused");
+}
+
+/// A stand-in token server for the identity-token check: answers the OAuth2 refresh grant (and
+/// nothing else) with a token granting `*` on the requested repository.
+fn fake_refresh_server(
+    key_pem: Vec<u8>,
+    kid: String,
+    refresh: &'static str,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = s.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    if !head.contains("chunked") || body.ends_with("0\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&req).to_string();
+            let _ = tx.send(text.clone());
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let body = if head.contains("chunked") {
+                String::from_utf8(dechunk(body.as_bytes()).unwrap_or_default()).unwrap()
+            } else {
+                body.to_string()
+            };
+            let form: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+            let ok = head.starts_with("POST ")
+                && form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                && form.get("refresh_token").map(String::as_str) == Some(refresh);
+            let response = if ok {
+                let access: Vec<serde_json::Value> = form
+                    .get("scope")
+                    .map(|s| s.split(' ').collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|s| {
+                        let mut p = s.splitn(3, ':');
+                        let (t, n) = (p.next()?, p.next()?);
+                        Some(serde_json::json!({"type": t, "name": n, "actions": ["*"]}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+                header.kid = Some(kid.clone());
+                let claims = serde_json::json!({"iss": ISSUER, "sub": "t", "aud": SERVICE,
+                    "exp": now + 120, "nbf": now - 5, "iat": now, "access": access});
+                let token = jsonwebtoken::encode(
+                    &header,
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_rsa_pem(&key_pem).unwrap(),
+                )
+                .unwrap();
+                let body =
+                    serde_json::json!({"access_token": token, "expires_in": 120}).to_string();
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = s.write_all(response.as_bytes());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn skopeo_reads_an_identity_token_auth_file_and_posts_the_refresh_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let crt = dir.path().join("k.crt");
+    openssl_stdout(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &crt.display().to_string(),
+        "-subj",
+        "/CN=refresh-test",
+        "-days",
+        "1",
+    ]);
+    let (realm, requests) = fake_refresh_server(
+        std::fs::read(&key).unwrap(),
+        libtrust_kid_openssl(&crt, true),
+        "RT-e2e-123",
+    );
+    let registry = Registry::start(RegistryAuth::Token {
+        realm,
+        service: SERVICE.into(),
+        issuer: ISSUER.into(),
+        rootcertbundle: crt,
+    });
+    let skopeo = Skopeo::new();
+    let image = OciImage::build(1);
+    let authfile = skopeo.identity_token_authfile(&registry.host(), "alice", "RT-e2e-123");
+    let out = skopeo.push(
+        &image,
+        &registry,
+        "selftest/refresh:1",
+        Creds::AuthFile(&authfile),
+    );
+    assert!(
+        out.ok,
+        "push with an identity token failed: {}\nrequests seen: {:?}",
+        out.stderr,
+        requests.try_iter().collect::<Vec<_>>(),
+    );
+    let out = skopeo
+        .inspect_raw(
+            &registry.reference("selftest/refresh:1"),
+            Creds::AuthFile(&authfile),
+        )
+        .expect_ok("inspect with an identity token");
+    assert_eq!(sha256_digest(out.stdout.as_bytes()), image.manifest.digest);
+    let first = requests.recv().unwrap();
+    assert!(first.starts_with("POST /token "), "{first}");
+    assert!(first.contains("grant_type=refresh_token"), "{first}");
+    assert!(first.contains("Transfer-Encoding: chunked"), "{first}");
+
+    let wrong = skopeo.identity_token_authfile(&registry.host(), "alice", "RT-wrong");
+    let out = skopeo.inspect_raw(
+        &registry.reference("selftest/refresh:1"),
+        Creds::AuthFile(&wrong),
+    );
+    assert!(!out.ok, "a wrong identity token was accepted");
 }

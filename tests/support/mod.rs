@@ -1009,18 +1009,16 @@ impl Skopeo {
         self.run(&args)
     }
 
-    /// Writes an auth file for `host` holding an identity (refresh) token, as
-    /// containers/image reads it.
-    /// With `user`, the entry also holds `auth` = base64("USER:") as the docker CLI writes it.
-    pub fn identity_token_authfile(&self, host: &str, user: Option<&str>, token: &str) -> PathBuf {
+    /// Writes an auth file for `host` holding an identity (refresh) token as the docker CLI
+    /// writes it after a login that returned one: `auth` = base64("USER:") beside
+    /// `identitytoken`. containers/image (skopeo 1.9) ignores an entry without a decodable
+    /// `auth`, and then uses the token only through the POST refresh grant.
+    pub fn identity_token_authfile(&self, host: &str, user: &str, token: &str) -> PathBuf {
         let path = self.scratch("auth").join("auth.json");
-        let entry = match user {
-            Some(user) => json!({
-                "auth": BASE64.encode(format!("{user}:").as_bytes()),
-                "identitytoken": token,
-            }),
-            None => json!({ "identitytoken": token }),
-        };
+        let entry = json!({
+            "auth": BASE64.encode(format!("{user}:").as_bytes()),
+            "identitytoken": token,
+        });
         let mut auths = serde_json::Map::new();
         auths.insert(host.to_string(), entry);
         fs::write(
