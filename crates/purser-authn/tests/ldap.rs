@@ -374,3 +374,22 @@ async fn shared_conformance_checks() {
     slapd.stop();
     conformance::unavailable_is_an_error(&search, &creds("alice")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_fail_over_in_order() {
+    let slapd = Slapd::start();
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("ldap://127.0.0.1:{}", down.local_addr().unwrap().port());
+    drop(down);
+    for base in [search_settings(&slapd), direct_settings(&slapd)] {
+        let ldap = LdapAuthenticator::new(LdapSettings {
+            urls: vec![down_url.clone(), slapd.url()],
+            ..base
+        })
+        .unwrap();
+        assert_eq!(
+            ldap.authenticate(&creds("alice")).await,
+            accepted("alice", &["admins", "developers"])
+        );
+    }
+}

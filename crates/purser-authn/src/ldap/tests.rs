@@ -207,3 +207,43 @@ async fn urls_are_tried_in_order() {
     assert!(connector.connect().await.is_ok());
     accept.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_directory_that_never_answers_times_out_as_unavailable() {
+    // Accepts connections and keeps them open without ever answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    for settings in [
+        search_settings(&format!("ldap://127.0.0.1:{port}")),
+        LdapSettings {
+            urls: vec![format!("ldap://127.0.0.1:{port}")],
+            user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+            ..LdapSettings::default()
+        },
+    ] {
+        let ldap = LdapAuthenticator::new(LdapSettings {
+            timeout: Duration::from_millis(300),
+            ..settings
+        })
+        .unwrap();
+        // The outer bound only keeps a broken test from hanging.
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            ldap.authenticate(&Credentials::new("alice", "pw")),
+        )
+        .await
+        .expect("the backend must give up by itself");
+        assert!(
+            matches!(got, Err(BackendError::Unavailable { .. })),
+            "{got:?}"
+        );
+        assert_eq!(ldap.pool_stats().busy, 0);
+    }
+    hold.abort();
+}
