@@ -120,12 +120,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The token service's listener and request limits. Default: see [`ServerConfig`].
     pub server: ServerConfig,
+    /// The Prometheus listener. Default `127.0.0.1:9090`.
     pub metrics: MetricsConfig,
+    /// Log level and format. Default `info`, `text`.
     pub log: LogConfig,
+    /// What tokens say and how they are signed. Default: see [`TokenConfig`].
     pub token: TokenConfig,
+    /// The authentication chain and its backends. Default: no backend configured.
     pub authn: AuthnConfig,
+    /// The policy. Default `policy.yaml`.
     pub authz: AuthzConfig,
+    /// Failed-login limits. Default 10 failures in 60s lock for 5m.
     pub limits: LimitsConfig,
 }
 
@@ -496,7 +503,8 @@ impl Default for AuthzConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Failed-login limiting, per account and per client IP.
+    /// Failed-login limiting, per account and per client IP. Default `{ max: 10, window: 60s,
+    /// lockout: 5m }`.
     pub failed_logins: FailedLoginsConfig,
 }
 

@@ -83,10 +83,10 @@ impl Config {
             _ => {}
         }
         for cidr in &s.trusted_proxies {
-            if cidr.parse::<ipnet::IpNet>().is_err() && cidr.parse::<std::net::IpAddr>().is_err() {
+            if cidr.parse::<ipnet::IpNet>().is_err() {
                 p.push(Problem::new(
                     "server.trusted_proxies",
-                    format!("{cidr:?} is not a CIDR such as 10.0.0.0/8"),
+                    format!("{cidr:?} is not a CIDR such as 10.0.0.0/8 (one address: 10.0.0.1/32)"),
                 ));
             }
         }
@@ -378,5 +378,11 @@ mod tests {
         assert!(paths(&c).contains(&"server.max_scopes".to_string()));
         c.authn.order = vec![];
         assert!(paths(&c).contains(&"authn.order".to_string()));
+
+        let mut c = Config::default();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+        assert_eq!(paths(&c), Vec::<String>::new());
+        c.server.trusted_proxies.push("proxy.local".into());
+        assert_eq!(paths(&c), vec!["server.trusted_proxies"]);
     }
 }
