@@ -595,3 +595,30 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         "{shown:?} is not a CIDR: write an address with a prefix length, like 10.0.0.0/8 or fd00::/8"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_looks_only_at_plausible_rules() {
+        let mut text = String::from("rules:\n");
+        for k in 0..10_000 {
+            text.push_str(&format!(
+                "  - {{ match: {{ name: \"ns{k}/**\" }}, actions: [pull] }}\n"
+            ));
+        }
+        text.push_str("  - { match: { name: \"${account}/**\" }, actions: [pull] }\n");
+        let p = Policy::parse(&text, "p.yaml").unwrap();
+        let mut c = Vec::new();
+        p.index.candidates(b"ns4242/app", &mut c);
+        c.sort_unstable();
+        // Of 10,001 rules, only "ns4242/**" (prefix "ns4242/") and the placeholder rule, whose
+        // literal prefix is empty, are looked at.
+        assert_eq!(c, vec![4242, 10_000]);
+        let who = Identity::new("bob", vec![]);
+        let scope: ResourceScope = "repository:ns4242/app:pull".parse().unwrap();
+        let g = p.authorize(&who, &RequestContext::default(), &scope);
+        assert_eq!(g.rule.map(|r| r.index), Some(4242));
+    }
+}
