@@ -1,2 +1,307 @@
+//! The `purser` command line: parse, load the configuration, call into the crates.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::io::{IsTerminal, Read};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use purser_server::config::{Config, LoadOptions, LogLevel};
+
+#[derive(Parser)]
+#[command(
+    name = "purser",
+    version,
+    about = "Token authentication server for container registries"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Without --config, reads config/purser.yaml if present, else built-in defaults.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides server.listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Overrides log.level: error, warn, info, debug, trace.
+        #[arg(long, value_enum)]
+        log_level: Option<Level>,
+    },
+    /// Validate every layer and file offline; print the effective config with secrets redacted.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Read a password from stdin and print a bcrypt hash for the static backend.
+    HashPassword {
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
+    /// Write a signing key and a self-signed certificate, and print both key ids.
+    Keygen {
+        #[arg(long, value_enum)]
+        alg: KeygenAlg,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// For each scope, the granted actions and the rule that decided.
+    Explain {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The account ("" for anonymous).
+        #[arg(long)]
+        account: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        /// The service (default: the first of token.service).
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(required = true)]
+        scopes: Vec<String>,
+    },
+    /// Run policy test cases; exit 1 on any failure.
+    Test {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        cases: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<Level> for LogLevel {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
+            Level::Trace => LogLevel::Trace,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeygenAlg {
+    Rs256,
+    Es256,
+    Es384,
+    Eddsa,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("purser: {msg}");
+    ExitCode::from(1)
+}
+
+fn load(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    log_level: Option<LogLevel>,
+) -> Result<purser_server::config::Loaded, ExitCode> {
+    let opts = LoadOptions {
+        config_file: config,
+        listen,
+        log_level,
+    };
+    Config::load(&opts).map_err(|errors| {
+        eprintln!("purser: the configuration has problems:\n{errors}");
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            log_level,
+        } => {
+            let loaded = match load(config, listen, log_level.map(Into::into)) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let problems = loaded.config.validate();
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("purser: {p}");
+                }
+                return ExitCode::from(1);
+            }
+            purser_server::serve::init_logging(loaded.config.log.level, loaded.config.log.format);
+            if let Some(f) = &loaded.config_file {
+                tracing_log_config(f);
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the runtime: {e}")),
+            };
+            match rt.block_on(purser_server::serve::run(loaded.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::CheckConfig { config } => {
+            let loaded = match load(config, None, None) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let problems = purser_server::check::check(&loaded.config);
+            println!("{}", loaded.config.to_redacted_yaml());
+            if problems.is_empty() {
+                eprintln!("purser: configuration OK");
+                ExitCode::SUCCESS
+            } else {
+                for p in &problems {
+                    eprintln!("purser: {p}");
+                }
+                ExitCode::from(1)
+            }
+        }
+        Command::HashPassword { cost } => {
+            let password = if std::io::stdin().is_terminal() {
+                match rpassword::prompt_password("Password: ") {
+                    Ok(p) => p,
+                    Err(e) => return fail(format!("cannot read the password: {e}")),
+                }
+            } else {
+                let mut s = String::new();
+                if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                    return fail(format!("cannot read the password from stdin: {e}"));
+                }
+                s.strip_suffix('\n')
+                    .map(|x| x.strip_suffix('\r').unwrap_or(x))
+                    .unwrap_or(&s)
+                    .to_string()
+            };
+            if password.is_empty() {
+                return fail("the password is empty; give one on stdin");
+            }
+            match purser_authn::static_users::hash_password(&password, cost) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Keygen { alg, out } => {
+            use purser_token::Alg;
+            let alg = match alg {
+                KeygenAlg::Rs256 => Alg::Rs256,
+                KeygenAlg::Es256 => Alg::Es256,
+                KeygenAlg::Es384 => Alg::Es384,
+                KeygenAlg::Eddsa => Alg::EdDsa,
+            };
+            match purser_token::write_generated(&out, alg) {
+                Ok(files) => {
+                    println!("key:          {}", files.key.display());
+                    println!(
+                        "certificate:  {}  (the registry's auth.token.rootcertbundle)",
+                        files.cert.display()
+                    );
+                    println!("algorithm:    {}", files.alg);
+                    println!(
+                        "kid libtrust: {}  (registry 2.x; token.key_id: libtrust)",
+                        files.key_ids.libtrust
+                    );
+                    println!(
+                        "kid thumbprint: {}  (registry 3.x; token.key_id: thumbprint)",
+                        files.key_ids.thumbprint
+                    );
+                    if alg == Alg::EdDsa {
+                        println!("note: registry 2.x cannot verify EdDSA tokens; use this key with registry 3.x only");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Policy { command } => policy(command),
+    }
+}
+
+fn tracing_log_config(file: &std::path::Path) {
+    // Goes through the log subscriber so it lands in the same stream as everything else.
+    purser_server::serve::log_config_file(file);
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    match command {
+        PolicyCommand::Explain {
+            config,
+            account,
+            groups,
+            ip,
+            service,
+            scopes,
+        } => {
+            let loaded = match load(config, None, None) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            match purser_server::check::explain(
+                &loaded.config,
+                &account,
+                groups,
+                ip,
+                service,
+                &scopes,
+            ) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        PolicyCommand::Test { config, cases } => {
+            let loaded = match load(config, None, None) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            match purser_server::check::policy_test(&loaded.config, &cases) {
+                Ok((passed, failures)) => {
+                    for f in &failures {
+                        println!("{f}");
+                    }
+                    println!("{passed} passed, {} failed", failures.len());
+                    if failures.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

@@ -1,1 +1,24 @@
+//! purser's server: configuration layers, the token service and its tower stack, JWKS and
+//! health endpoints, the metrics registry, and live reload of watched files.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use purser_server::config::{Config, LoadOptions};
+//! let loaded = Config::load(&LoadOptions::default())?;
+//! purser_server::serve::run(loaded.config).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod build;
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ldap;
+pub mod lockout;
+pub mod metrics;
+pub mod reload;
+pub mod request;
+pub mod serve;
+pub mod token;

@@ -1,0 +1,380 @@
+//! The HTTP side: routing, the tower stack, the listeners and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tracing::Instrument;
+
+use crate::error::{json_response, text_response, ApiError, Body, Dialect};
+use crate::metrics::{Metrics, RequestOutcome};
+use crate::token::{Audit, TokenState};
+
+/// Largest POST body accepted (a form with 16 scopes and a refresh token is a few KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Requests handled at once before new ones are shed with 503.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Bound on one request, from its head being read to the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on reading a request head (slow clients).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the request head's size.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long in-flight requests may run after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Readiness of the parts `/readyz` reports on.
+#[async_trait::async_trait]
+pub trait Readiness: Send + Sync {
+    async fn problems(&self) -> Vec<String>;
+}
+
+pub struct App {
+    pub token: Arc<TokenState>,
+    /// The JWKS document, built once.
+    pub jwks: Bytes,
+    /// The token path and `/auth/token`.
+    pub token_paths: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub readiness: Arc<dyn Readiness>,
+    pub metrics: Metrics,
+    pub realm: String,
+}
+
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the rightmost
+/// address of `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(v) = v.to_str() else { return peer };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+fn request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl App {
+    async fn route(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        if self.token_paths.iter().any(|p| *p == path) {
+            return self.token(req, peer).await;
+        }
+        match (req.method(), path.as_str()) {
+            (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
+                let mut r = Response::new(http_body_util::Full::new(self.jwks.clone()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                text_response(StatusCode::OK, "ok\n", "text/plain")
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                let problems = self.readiness.problems().await;
+                if problems.is_empty() {
+                    text_response(StatusCode::OK, "ready\n", "text/plain")
+                } else {
+                    text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {}\n", problems.join("; ")),
+                        "text/plain",
+                    )
+                }
+            }
+            (_, "/.well-known/jwks.json" | "/healthz" | "/readyz") => {
+                ApiError::MethodNotAllowed("GET").into_response(Dialect::Distribution, &self.realm)
+            }
+            _ => ApiError::NotFound.into_response(Dialect::Distribution, &self.realm),
+        }
+    }
+
+    async fn token(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let ip = client_ip(peer.ip(), req.headers(), &self.trusted_proxies);
+        let method = req.method().clone();
+        let mut audit = Audit::default();
+        let (dialect, result) = match method {
+            Method::GET => {
+                let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
+                (
+                    Dialect::Distribution,
+                    self.token
+                        .get(req.headers(), &query, Some(ip), &mut audit)
+                        .await,
+                )
+            }
+            Method::POST => {
+                let (parts, body) = req.into_parts();
+                match Limited::new(body, MAX_BODY).collect().await {
+                    Ok(b) => {
+                        let b = b.to_bytes();
+                        (
+                            Dialect::OAuth,
+                            self.token
+                                .post(&parts.headers, &b, Some(ip), &mut audit)
+                                .await,
+                        )
+                    }
+                    Err(e) => {
+                        let err = if e
+                            .downcast_ref::<http_body_util::LengthLimitError>()
+                            .is_some()
+                        {
+                            ApiError::PayloadTooLarge
+                        } else {
+                            ApiError::Unsupported("the request body could not be read".into())
+                        };
+                        (Dialect::OAuth, Err(err))
+                    }
+                }
+            }
+            _ => (
+                Dialect::Distribution,
+                Err(ApiError::MethodNotAllowed("GET, POST")),
+            ),
+        };
+        let method_label = if method == Method::POST {
+            "POST"
+        } else {
+            "GET"
+        };
+        let outcome = match &result {
+            Ok(_) => RequestOutcome::Issued,
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .token_requests
+            .with_label_values(&[method_label, outcome.label()])
+            .inc();
+        self.metrics
+            .token_request_duration
+            .with_label_values(&[method_label])
+            .observe(started.elapsed().as_secs_f64());
+        audit_record(&audit, ip, method_label, outcome, result.as_ref().err());
+        match result {
+            Ok(r) => r,
+            Err(e) => e.into_response(dialect, &self.realm),
+        }
+    }
+}
+
+/// The audit record: one structured line per token request. Never a password or a token.
+fn audit_record(
+    a: &Audit,
+    ip: IpAddr,
+    method: &str,
+    outcome: RequestOutcome,
+    err: Option<&ApiError>,
+) {
+    let scopes: Vec<serde_json::Value> = a
+        .decisions
+        .iter()
+        .map(|(scope, grant)| {
+            serde_json::json!({
+                "scope": scope.to_string(),
+                "granted": grant.actions,
+                "rule": grant.rule.as_ref().map(|r| serde_json::json!({"index": r.index, "name": r.name})),
+            })
+        })
+        .collect();
+    let scopes = serde_json::Value::Array(scopes).to_string();
+    let error = err.map(|e| format!("{:?}", e.status())).unwrap_or_default();
+    tracing::info!(
+        target: "purser::audit",
+        client_ip = %ip,
+        method,
+        account = a.account.as_deref().unwrap_or(""),
+        backend = a.backend.unwrap_or(""),
+        scopes = %scopes,
+        outcome = outcome.label(),
+        status = %error,
+        "token request"
+    );
+}
+
+type Svc = tower::util::BoxCloneService<Request<Incoming>, Response<Body>, Infallible>;
+
+/// The stack for one connection, outermost first: trace (a span with a request id on every log
+/// line) -> timeout -> load shed -> concurrency limit -> routing. The limit sits inside the shed
+/// so that a full server answers 503 at once instead of queueing without bound; the timeout sits
+/// outside both so a request waiting on a slow backend is bounded too.
+fn stack(app: Arc<App>, peer: SocketAddr, limit: tower::limit::ConcurrencyLimitLayer) -> Svc {
+    let realm = app.realm.clone();
+    let inner = ServiceBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .load_shed()
+        .layer(limit)
+        .service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.route(req, peer).await) }
+        });
+    let svc = tower::service_fn(move |req: Request<Incoming>| {
+        let inner = inner.clone();
+        let realm = realm.clone();
+        let id = request_id();
+        let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+        async move {
+            let mut resp = match inner.oneshot(req).await {
+                Ok(r) => r,
+                Err(e) => shed_or_timeout(e, &realm),
+            };
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok::<_, Infallible>(resp)
+        }
+        .instrument(span)
+    });
+    tower::util::BoxCloneService::new(svc)
+}
+
+fn shed_or_timeout(e: BoxError, realm: &str) -> Response<Body> {
+    let message = if e.is::<tower::load_shed::error::Overloaded>() {
+        "the server is overloaded; try again shortly"
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        "the request took too long; try again shortly"
+    } else {
+        "the server could not handle the request"
+    };
+    tracing::warn!(error = %e, "request not served");
+    ApiError::Unavailable {
+        retry_after: Duration::from_secs(1),
+        message: message.into(),
+    }
+    .into_response(Dialect::Distribution, realm)
+}
+
+/// Serves the token listener until `shutdown` resolves, then lets requests in flight finish
+/// (bounded by [`SHUTDOWN_GRACE`]).
+pub async fn serve_tokens(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limit = tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = stack(app.clone(), peer, limit.clone());
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the grace period; stopping anyway");
+    }
+    Ok(())
+}
+
+/// Serves `/metrics` on its own listener.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let metrics = metrics.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let metrics = metrics.clone();
+                    async move {
+                        let resp = if req.uri().path() == "/metrics" {
+                            text_response(StatusCode::OK, metrics.render(), "text/plain; version=0.0.4")
+                        } else {
+                            json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found; metrics are at /metrics"}))
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.1.1.1"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let outsider: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+        h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+}

@@ -1,0 +1,259 @@
+//! Every metric purser exports, registered on a registry passed in (never a global one).
+//! Names live here and nowhere else.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub const TOKEN_REQUESTS: &str = "purser_token_requests_total";
+pub const TOKEN_REQUEST_DURATION: &str = "purser_token_request_duration_seconds";
+pub const AUTHN_ATTEMPTS: &str = "purser_authn_attempts_total";
+pub const AUTHN_DURATION: &str = "purser_authn_duration_seconds";
+pub const AUTHN_CACHE_HITS: &str = "purser_authn_cache_hits_total";
+pub const AUTHZ_DECISIONS: &str = "purser_authz_decisions_total";
+pub const TOKENS_ISSUED: &str = "purser_tokens_issued_total";
+pub const RELOADS: &str = "purser_reloads_total";
+pub const RELOAD_LAST_SUCCESS: &str = "purser_reload_last_success_timestamp_seconds";
+pub const POLICY_RULES: &str = "purser_policy_rules";
+pub const LDAP_POOL_CONNECTIONS: &str = "purser_ldap_pool_connections";
+pub const LOCKOUTS: &str = "purser_lockouts_total";
+pub const BUILD_INFO: &str = "purser_build_info";
+
+/// Request latencies run from well under a millisecond (a cached login, an ES256 signature) to
+/// seconds (a cold bcrypt of cost 12, a slow directory), so the buckets span both.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The outcome label of `purser_token_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Issued,
+    Unauthorized,
+    BadRequest,
+    RateLimited,
+    Unavailable,
+}
+
+impl RequestOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestOutcome::Issued => "issued",
+            RequestOutcome::Unauthorized => "unauthorized",
+            RequestOutcome::BadRequest => "bad_request",
+            RequestOutcome::RateLimited => "rate_limited",
+            RequestOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub token_requests: IntCounterVec,
+    pub token_request_duration: HistogramVec,
+    pub authn_attempts: IntCounterVec,
+    pub authn_duration: HistogramVec,
+    pub authn_cache_hits: IntCounterVec,
+    pub authz_decisions: IntCounterVec,
+    pub tokens_issued: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub reload_last_success: GaugeVec,
+    pub policy_rules: IntGauge,
+    pub ldap_pool_connections: IntGaugeVec,
+    pub lockouts: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates every metric on `registry`, with the label values known up front already at zero,
+    /// so dashboards and `rate()` see a series before the first event.
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let m = Metrics {
+            token_requests: counter(
+                TOKEN_REQUESTS,
+                "Token requests by method and outcome.",
+                &["method", "outcome"],
+            )?,
+            token_request_duration: histogram(
+                TOKEN_REQUEST_DURATION,
+                "Token request latency.",
+                &["method"],
+            )?,
+            authn_attempts: counter(
+                AUTHN_ATTEMPTS,
+                "Authentication attempts by backend and outcome.",
+                &["backend", "outcome"],
+            )?,
+            authn_duration: histogram(
+                AUTHN_DURATION,
+                "Time a backend took to answer.",
+                &["backend"],
+            )?,
+            authn_cache_hits: counter(
+                AUTHN_CACHE_HITS,
+                "Logins answered from the credential cache.",
+                &["backend"],
+            )?,
+            authz_decisions: counter(
+                AUTHZ_DECISIONS,
+                "Policy decisions per requested resource.",
+                &["outcome"],
+            )?,
+            tokens_issued: counter(
+                TOKENS_ISSUED,
+                "Signed tokens by algorithm and kind.",
+                &["alg", "kind"],
+            )?,
+            reloads: counter(
+                RELOADS,
+                "Reloads of watched files by source and outcome.",
+                &["source", "outcome"],
+            )?,
+            reload_last_success: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        RELOAD_LAST_SUCCESS,
+                        "Unix time of the last successful load of each source.",
+                    ),
+                    &["source"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            policy_rules: {
+                let g = IntGauge::new(POLICY_RULES, "Rules in the policy in force.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            ldap_pool_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        LDAP_POOL_CONNECTIONS,
+                        "LDAP service-account connections by state.",
+                    ),
+                    &["state"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            lockouts: counter(
+                LOCKOUTS,
+                "Lockouts after failed logins, per account or client IP.",
+                &["scope"],
+            )?,
+            registry: registry.clone(),
+        };
+        let build = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build information; always 1."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build.clone()))?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        for method in ["GET", "POST"] {
+            for o in [
+                "issued",
+                "unauthorized",
+                "bad_request",
+                "rate_limited",
+                "unavailable",
+            ] {
+                m.token_requests.with_label_values(&[method, o]);
+            }
+        }
+        for o in ["full", "partial", "none"] {
+            m.authz_decisions.with_label_values(&[o]);
+        }
+        for s in ["account", "ip"] {
+            m.lockouts.with_label_values(&[s]);
+        }
+        Ok(m)
+    }
+
+    /// Zeroes the series of one backend so they exist from the start.
+    pub fn init_backend(&self, backend: &str) {
+        for o in ["accepted", "rejected", "unknown_user", "unavailable"] {
+            self.authn_attempts.with_label_values(&[backend, o]);
+        }
+        self.authn_cache_hits.with_label_values(&[backend]);
+    }
+
+    pub fn init_reload_source(&self, source: &str) {
+        for o in ["success", "failure"] {
+            self.reloads.with_label_values(&[source, o]);
+        }
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exported() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        m.init_backend("static");
+        m.init_reload_source("policy");
+        m.authn_duration
+            .with_label_values(&["static"])
+            .observe(0.01);
+        m.token_request_duration
+            .with_label_values(&["GET"])
+            .observe(0.01);
+        m.tokens_issued
+            .with_label_values(&["RS256", "access"])
+            .inc();
+        m.reload_last_success
+            .with_label_values(&["policy"])
+            .set(1.0);
+        m.ldap_pool_connections.with_label_values(&["idle"]).set(0);
+        let text = m.render();
+        for name in [
+            TOKEN_REQUESTS,
+            TOKEN_REQUEST_DURATION,
+            AUTHN_ATTEMPTS,
+            AUTHN_DURATION,
+            AUTHN_CACHE_HITS,
+            AUTHZ_DECISIONS,
+            TOKENS_ISSUED,
+            RELOADS,
+            RELOAD_LAST_SUCCESS,
+            POLICY_RULES,
+            LDAP_POOL_CONNECTIONS,
+            LOCKOUTS,
+            BUILD_INFO,
+        ] {
+            assert!(text.contains(&format!("# TYPE {name}")), "{name} missing");
+        }
+        assert!(text.contains("process_"), "process metrics missing");
+    }
+}

@@ -1,0 +1,167 @@
+//! Reading a token request: the GET query of the distribution token protocol and the POST form
+//! of its OAuth2 variant, and the HTTP Basic header. Everything here is bounded and answers
+//! malformed input with a 4xx, never a panic.
+
+use data_encoding::{BASE64, BASE64_NOPAD};
+use http::{header, HeaderMap};
+use purser_core::Credentials;
+
+use crate::error::ApiError;
+
+/// Longest value of any single parameter we accept (a refresh token is the longest legitimate one).
+const MAX_PARAM_LEN: usize = 16 * 1024;
+/// Most parameters in one query or form.
+const MAX_PARAMS: usize = 1024;
+
+/// The parameters of a request, in a form common to GET and POST.
+#[derive(Debug, Default)]
+pub struct Params {
+    pub service: Option<String>,
+    pub scopes: Vec<String>,
+    pub account: Option<String>,
+    pub client_id: Option<String>,
+    pub offline_token: bool,
+    pub access_type_offline: bool,
+    pub grant_type: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+impl Params {
+    /// Parses `application/x-www-form-urlencoded` bytes (a query string or a POST body).
+    pub fn parse(raw: &[u8]) -> Result<Params, ApiError> {
+        let mut p = Params::default();
+        for (i, (k, v)) in form_urlencoded::parse(raw).enumerate() {
+            if i >= MAX_PARAMS {
+                return Err(ApiError::Unsupported("too many parameters".into()));
+            }
+            if v.len() > MAX_PARAM_LEN {
+                return Err(ApiError::Unsupported(format!(
+                    "parameter {k:?} is too long"
+                )));
+            }
+            if v.contains('\u{FFFD}') || v.contains('\0') || k.contains('\u{FFFD}') {
+                return Err(ApiError::Unsupported(format!(
+                    "parameter {k:?} is not valid UTF-8 text"
+                )));
+            }
+            let v = v.into_owned();
+            match &*k {
+                "service" => p.service = Some(v),
+                "scope" => p.scopes.push(v),
+                "account" => p.account = Some(v),
+                "client_id" => p.client_id = Some(v),
+                "offline_token" => p.offline_token = v.eq_ignore_ascii_case("true"),
+                "access_type" => p.access_type_offline = v == "offline",
+                "grant_type" => p.grant_type = Some(v),
+                "username" => p.username = Some(v),
+                "password" => p.password = Some(v),
+                "refresh_token" => p.refresh_token = Some(v),
+                // Unknown parameters are ignored, as other token servers do: clients add their own.
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    /// How many scopes the request names, counted before any parsing so that a request with
+    /// thousands of them is refused cheaply.
+    pub fn scope_count(&self) -> usize {
+        self.scopes
+            .iter()
+            .map(|s| s.split_ascii_whitespace().count())
+            .sum()
+    }
+}
+
+/// The Basic credentials of a request: `Ok(None)` when there is no Authorization header.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::Unsupported(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let value = value.as_bytes();
+    let Some(b64) = strip_scheme(value, b"basic") else {
+        return Err(ApiError::Unsupported(
+            "Authorization header must use the Basic scheme".into(),
+        ));
+    };
+    let b64 = b64.trim_ascii();
+    let decoded = BASE64
+        .decode(b64)
+        .or_else(|_| BASE64_NOPAD.decode(b64))
+        .map_err(|_| ApiError::Unsupported("Authorization header is not valid base64".into()))?;
+    let text = String::from_utf8(decoded)
+        .map_err(|_| ApiError::Unsupported("Basic credentials are not valid UTF-8".into()))?;
+    // The user name ends at the first colon; the password may hold more colons.
+    let Some((user, pass)) = text.split_once(':') else {
+        return Err(ApiError::Unsupported(
+            "Basic credentials must be user:password".into(),
+        ));
+    };
+    if user.contains('\0') || pass.contains('\0') {
+        return Err(ApiError::Unsupported(
+            "Basic credentials contain a NUL byte".into(),
+        ));
+    }
+    Ok(Some(Credentials::new(user, pass)))
+}
+
+fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = value.split_at_checked(scheme.len())?;
+    if head.eq_ignore_ascii_case(scheme) && rest.first() == Some(&b' ') {
+        Some(&rest[1..])
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_splits_at_first_colon_and_reads_utf8() {
+        let c = basic_credentials(&headers("Basic em/DqzpwOnc="))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.username, "zoë");
+        assert_eq!(c.password.expose(), "p:w");
+    }
+
+    #[test]
+    fn basic_refuses_garbage() {
+        for v in ["Basic !!!", "Bearer abc", "Basic", "Basic dXNlcg=="] {
+            assert!(basic_credentials(&headers(v)).is_err(), "{v}");
+        }
+        let mut h = headers("Basic YTpi");
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
+        assert!(basic_credentials(&h).is_err());
+    }
+
+    #[test]
+    fn params_collect_repeated_scopes() {
+        let p = Params::parse(b"service=s&scope=repository%3Aa%3Apull&scope=repository:b:push+repository:c:pull&account=zo%C3%AB").unwrap();
+        assert_eq!(p.scopes.len(), 2);
+        assert_eq!(p.scope_count(), 3);
+        assert_eq!(p.account.as_deref(), Some("zoë"));
+        assert!(Params::parse(b"account=%FF").is_err());
+        assert!(Params::parse(b"account=a%00").is_err());
+    }
+}

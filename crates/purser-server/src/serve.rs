@@ -1,0 +1,186 @@
+//! `purser serve`: build everything, bind the listeners, run until SIGTERM or SIGINT.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::build::{self, BuildError};
+use crate::config::{Config, LogFormat, LogLevel};
+use crate::http::{self, App};
+use crate::metrics::Metrics;
+use crate::token::TokenState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen {
+        addr: String,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Installs the log subscriber: text or JSON, at the configured level. `RUST_LOG`-style
+/// directives are not read: the level comes from config, `PURSER_LOG__LEVEL` or `--log-level`.
+pub fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Trace => tracing::Level::TRACE,
+    };
+    // Dependencies speak at debug in volumes no operator wants; purser's own targets follow the level.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level.min(tracing::Level::INFO))
+        .with_target("purser", level)
+        .with_target("purser_server", level)
+        .with_target("purser_authn", level)
+        .with_target("purser_authz", level)
+        .with_target("purser_token", level);
+    use tracing_subscriber::prelude::*;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    let _ = result;
+}
+
+async fn bind(addr: &str, key: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.to_string(),
+            key,
+            source,
+        })
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn terminate() {
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(registry).map_err(|e| ServeError::Other(format!("metrics: {e}")))?;
+    let signer = build::signer(&config)?;
+    let jwks = build::jwks(&config, signer.as_ref())?;
+    let built = build::components(&config, &metrics).await?;
+    let reloader = crate::reload::spawn(built.sources, metrics.clone());
+
+    let token = Arc::new(TokenState {
+        issuer: config.token.issuer.clone(),
+        services: config.token.service.to_vec(),
+        lifetime: config.token.lifetime.0,
+        refresh_lifetime: config.token.refresh_lifetime.0,
+        max_scopes: config.server.max_scopes,
+        anonymous: config.authn.anonymous,
+        signer: signer.clone(),
+        chain: built.chain.clone(),
+        authorizer: built.authorizer.clone(),
+        metrics: metrics.clone(),
+        lockout: built.lockout,
+    });
+    let mut token_paths = vec![config.server.path.clone()];
+    if config.server.path != "/auth/token" {
+        token_paths.push("/auth/token".into());
+    }
+    let trusted_proxies = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServeError::Other(format!("server.trusted_proxies: {e}")))?;
+    let app = Arc::new(App {
+        token,
+        jwks: jwks.into(),
+        token_paths,
+        trusted_proxies,
+        readiness: built.readiness.clone(),
+        metrics: metrics.clone(),
+        realm: config.token.issuer.clone(),
+    });
+
+    let listener = bind(&config.server.listen, "server.listen").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let l = bind(&config.metrics.listen, "metrics.listen").await?;
+        let mut rx = stop_rx.clone();
+        tracing::info!(listen = %config.metrics.listen, "metrics at /metrics");
+        Some(tokio::spawn(http::serve_metrics(
+            l,
+            metrics.clone(),
+            async move {
+                let _ = rx.changed().await;
+            },
+        )))
+    };
+
+    // SIGHUP reloads every watched file.
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading watched files");
+                reloader.reload_all();
+            }
+        });
+    }
+
+    tracing::info!(
+        listen = %config.server.listen,
+        path = %config.server.path,
+        issuer = %config.token.issuer,
+        alg = signer.algorithm().as_str(),
+        kid = purser_core::Signer::key_id(signer.as_ref()),
+        "purser serving"
+    );
+    http::serve_tokens(listener, app, terminate())
+        .await
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    let _ = stop_tx.send(true);
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs which configuration file is in use.
+pub fn log_config_file(path: &std::path::Path) {
+    tracing::info!(config = %path.display(), "configuration loaded");
+}

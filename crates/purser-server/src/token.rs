@@ -1,0 +1,378 @@
+//! The token service: the one decision path from a parsed request to a signed token.
+//!
+//! GET and POST differ only in how parameters and credentials arrive and in the shape of the
+//! answer; authentication, the policy decision, signing, metrics and the audit record are shared.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, Response, StatusCode};
+use purser_authn::chain::{Chain, ChainDecision};
+use purser_core::{
+    Access, Authorizer, Claims, Credentials, Grant, Identity, RequestContext, ResourceScope, Signer,
+};
+use serde_json::json;
+
+use crate::error::{json_response, ApiError, Body};
+use crate::lockout::Lockout;
+use crate::metrics::Metrics;
+use crate::request::{basic_credentials, Params};
+
+/// How long a client is told to wait when no backend could decide.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+
+/// Everything the token service needs, built once at start.
+pub struct TokenState {
+    pub issuer: String,
+    pub services: Vec<String>,
+    pub lifetime: Duration,
+    pub refresh_lifetime: Duration,
+    pub max_scopes: usize,
+    pub anonymous: bool,
+    pub signer: Arc<dyn Signer>,
+    pub chain: Arc<Chain>,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub metrics: Metrics,
+    pub lockout: Lockout,
+}
+
+/// The facts of one request that end in its audit record.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub account: Option<String>,
+    pub backend: Option<&'static str>,
+    pub decisions: Vec<(ResourceScope, Grant)>,
+}
+
+/// How a caller proved who they are.
+enum Proof {
+    Password(Credentials),
+    Anonymous,
+    Refresh(String),
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(secs: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl TokenState {
+    /// `GET {path}`: the distribution token protocol.
+    pub async fn get(
+        &self,
+        headers: &HeaderMap,
+        query: &[u8],
+        ip: Option<IpAddr>,
+        audit: &mut Audit,
+    ) -> Result<Response<Body>, ApiError> {
+        let params = Params::parse(query)?;
+        let creds = basic_credentials(headers)?;
+        let proof = match creds {
+            Some(c) => {
+                if let Some(acct) = params.account.as_deref() {
+                    if !acct.is_empty() && acct != c.username {
+                        return Err(ApiError::Denied(format!(
+                            "account {acct:?} does not match the user name of the credentials"
+                        )));
+                    }
+                }
+                Proof::Password(c)
+            }
+            None if params.account.as_deref().is_some_and(|a| !a.is_empty()) => {
+                return Err(ApiError::Unauthorized(format!(
+                    "credentials are required for account {:?}",
+                    params.account.as_deref().unwrap_or_default()
+                )))
+            }
+            None if self.anonymous => Proof::Anonymous,
+            None => return Err(ApiError::Unauthorized("authentication required".into())),
+        };
+        let issued = self
+            .issue(&params, proof, ip, params.offline_token, audit)
+            .await?;
+        let mut body = json!({
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": issued.expires_in,
+            "issued_at": rfc3339(issued.iat),
+        });
+        if let Some(rt) = issued.refresh_token {
+            body["refresh_token"] = json!(rt);
+        }
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    /// `POST {path}`: the OAuth2 password and refresh-token grants.
+    pub async fn post(
+        &self,
+        headers: &HeaderMap,
+        form: &[u8],
+        ip: Option<IpAddr>,
+        audit: &mut Audit,
+    ) -> Result<Response<Body>, ApiError> {
+        let params = Params::parse(form)?;
+        let proof = match params.grant_type.as_deref() {
+            Some("password") => {
+                let (Some(u), Some(p)) = (params.username.as_deref(), params.password.as_deref())
+                else {
+                    return Err(ApiError::Unsupported(
+                        "the password grant needs username and password".into(),
+                    ));
+                };
+                Proof::Password(Credentials::new(u, p))
+            }
+            Some("refresh_token") => match params.refresh_token.as_deref() {
+                Some(t) if !t.is_empty() => Proof::Refresh(t.to_string()),
+                _ => {
+                    return Err(ApiError::Unsupported(
+                        "the refresh_token grant needs refresh_token".into(),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(ApiError::UnsupportedGrantType(format!(
+                    "grant_type {:?} is not supported; use password or refresh_token",
+                    other.chars().take(40).collect::<String>()
+                )))
+            }
+            None => {
+                // A form without a grant but with Basic credentials is a GET in disguise; some
+                // clients do that. Without credentials it is an incomplete request.
+                match basic_credentials(headers)? {
+                    Some(c) => Proof::Password(c),
+                    None => return Err(ApiError::Unsupported("grant_type is required".into())),
+                }
+            }
+        };
+        let issued = self
+            .issue(&params, proof, ip, params.access_type_offline, audit)
+            .await?;
+        let scope = issued.granted_scopes.join(" ");
+        let mut body = json!({
+            "access_token": issued.token,
+            "scope": scope,
+            "expires_in": issued.expires_in,
+            "issued_at": rfc3339(issued.iat),
+            "token_type": "Bearer",
+        });
+        if let Some(rt) = issued.refresh_token {
+            body["refresh_token"] = json!(rt);
+        }
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    fn check_service(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        match requested {
+            Some(s) if self.services.iter().any(|x| x == s) => Ok(s.to_string()),
+            Some(s) => Err(ApiError::Denied(format!(
+                "unknown service {:?}: this token server serves {}",
+                s.chars().take(100).collect::<String>(),
+                self.services.join(", ")
+            ))),
+            None if self.services.len() == 1 => Ok(self.services[0].clone()),
+            None => Err(ApiError::Unsupported(
+                "the service parameter is required".into(),
+            )),
+        }
+    }
+
+    async fn issue(
+        &self,
+        params: &Params,
+        proof: Proof,
+        ip: Option<IpAddr>,
+        want_refresh: bool,
+        audit: &mut Audit,
+    ) -> Result<Issued, ApiError> {
+        // Cheap checks first: a malformed request costs no password hashing.
+        let service = self.check_service(params.service.as_deref())?;
+        if params.scope_count() > self.max_scopes {
+            return Err(ApiError::Unsupported(format!(
+                "too many scopes: at most {} per request",
+                self.max_scopes
+            )));
+        }
+        let scopes = ResourceScope::parse_all(params.scopes.iter().map(String::as_str))
+            .map_err(|e| ApiError::Unsupported(e.to_string()))?;
+
+        let now = now_secs();
+        let (identity, backend) = match proof {
+            Proof::Anonymous => (Identity::anonymous(), None),
+            Proof::Password(creds) => {
+                audit.account = Some(creds.username.clone());
+                let (identity, backend) = self.authenticate(&creds, ip).await?;
+                (identity, Some(backend))
+            }
+            Proof::Refresh(token) => {
+                let rc = purser_token::check_refresh(
+                    self.signer.as_ref(),
+                    &token,
+                    &self.issuer,
+                    &service,
+                    now,
+                )
+                .map_err(|e| ApiError::InvalidGrant(e.to_string()))?;
+                audit.account = Some(rc.sub.clone());
+                let identity = self.chain.lookup(&rc.bk, &rc.sub).await.map_err(|e| {
+                    tracing::warn!(backend = %rc.bk, error = %e, "refresh grant: account lookup failed");
+                    ApiError::Unavailable { retry_after: UNAVAILABLE_RETRY, message: "the account backend is unavailable; try again later".into() }
+                })?;
+                let Some(identity) = identity else {
+                    return Err(ApiError::InvalidGrant(
+                        "the account of this refresh token no longer exists; log in again".into(),
+                    ));
+                };
+                let backend = self.chain.backend_names().into_iter().find(|n| *n == rc.bk);
+                (identity, backend)
+            }
+        };
+        audit.backend = backend;
+        audit.account = Some(identity.account.clone());
+
+        let ctx = RequestContext {
+            service: service.clone(),
+            client_ip: ip,
+        };
+        let mut access = Vec::with_capacity(scopes.len());
+        let mut granted_scopes = Vec::new();
+        for scope in scopes {
+            let grant = self.authorizer.authorize(&identity, &ctx, &scope);
+            self.metrics
+                .authz_decisions
+                .with_label_values(&[grant.outcome(&scope)])
+                .inc();
+            if !grant.actions.is_empty() {
+                granted_scopes.push(format!(
+                    "{}:{}:{}",
+                    scope.rtype,
+                    scope.name,
+                    grant.actions.join(",")
+                ));
+            }
+            access.push(Access {
+                rtype: scope.rtype.clone(),
+                name: scope.name.clone(),
+                actions: grant.actions.clone(),
+            });
+            audit.decisions.push((scope, grant));
+        }
+
+        let lifetime = self.lifetime.as_secs() as i64;
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: identity.account.clone(),
+            aud: service.clone(),
+            exp: now + lifetime,
+            nbf: now,
+            iat: now,
+            jti: purser_token::new_jti(),
+            access,
+        };
+        let token = self.signer.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            ApiError::Internal
+        })?;
+        self.metrics
+            .tokens_issued
+            .with_label_values(&[self.signer.alg(), "access"])
+            .inc();
+
+        let refresh_token = match backend {
+            Some(bk)
+                if want_refresh && !self.refresh_lifetime.is_zero() && !identity.is_anonymous() =>
+            {
+                let rt = purser_token::issue_refresh(
+                    self.signer.as_ref(),
+                    &self.issuer,
+                    &identity.account,
+                    &service,
+                    bk,
+                    self.refresh_lifetime,
+                    now,
+                )
+                .map_err(|e| {
+                    tracing::error!(error = %e, "signing a refresh token failed");
+                    ApiError::Internal
+                })?;
+                self.metrics
+                    .tokens_issued
+                    .with_label_values(&[self.signer.alg(), "refresh"])
+                    .inc();
+                Some(rt)
+            }
+            _ => None,
+        };
+        Ok(Issued {
+            token,
+            refresh_token,
+            expires_in: lifetime,
+            iat: now,
+            granted_scopes,
+        })
+    }
+
+    async fn authenticate(
+        &self,
+        creds: &Credentials,
+        ip: Option<IpAddr>,
+    ) -> Result<(Identity, &'static str), ApiError> {
+        // Locked-out callers cost no password hashing.
+        if let Some(retry_after) = self.lockout.check(&creds.username, ip) {
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        let result = self.chain.authenticate(creds).await;
+        for a in &result.attempts {
+            self.metrics
+                .authn_attempts
+                .with_label_values(&[a.backend, a.outcome])
+                .inc();
+            if a.cache_hit {
+                self.metrics
+                    .authn_cache_hits
+                    .with_label_values(&[a.backend])
+                    .inc();
+            } else {
+                self.metrics
+                    .authn_duration
+                    .with_label_values(&[a.backend])
+                    .observe(a.duration.as_secs_f64());
+            }
+        }
+        match result.decision {
+            ChainDecision::Accepted { backend, identity } => Ok((identity, backend)),
+            ChainDecision::Rejected { .. } | ChainDecision::UnknownUser => {
+                for scope in self.lockout.record_failure(&creds.username, ip) {
+                    self.metrics.lockouts.with_label_values(&[scope]).inc();
+                }
+                Err(ApiError::Unauthorized(
+                    "invalid username or password".into(),
+                ))
+            }
+            ChainDecision::Unavailable { backend, reason } => {
+                tracing::warn!(backend, %reason, "no backend could decide: answering 503");
+                Err(ApiError::Unavailable {
+                    retry_after: UNAVAILABLE_RETRY,
+                    message: "the authentication backend is unavailable; try again later".into(),
+                })
+            }
+        }
+    }
+}
+
+struct Issued {
+    token: String,
+    refresh_token: Option<String>,
+    expires_in: i64,
+    iat: i64,
+    granted_scopes: Vec<String>,
+}
