@@ -94,7 +94,13 @@ impl SigningKey {
             }
             PrivateKey::P256(k) => k.to_pkcs8_pem(LineEnding::LF),
             PrivateKey::P384(k) => k.to_pkcs8_pem(LineEnding::LF),
-            PrivateKey::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
+            // Version 1 (no public key inside): OpenSSL 3.0 cannot read Ed25519 keys of
+            // version 2, which is what the key type writes by itself.
+            PrivateKey::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
         }
         .map_err(gen_err)
     }
