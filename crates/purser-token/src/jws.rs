@@ -14,8 +14,9 @@ use crate::key::{load_signing_key, Alg, PrivateKey, PublicKey, SigningKey};
 use crate::kid::{key_id, KeyIdMode};
 
 /// Longest token [`JwsSigner::verify`] looks at; anything longer is malformed. Tokens purser
-/// makes are far shorter, and the bound keeps hostile input from costing work.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// makes are far shorter (an `x5c` chain of a few certificates is their largest part), and the
+/// bound keeps hostile input from costing work.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// Signs tokens with one key. The header (with `kid` and `x5c`) and the JWK are built once, at
 /// load; signing a token costs one signature.

@@ -89,6 +89,7 @@ fn chain_goes_into_header_and_jwk_as_x5c() {
     let token = signer.sign_payload(b"{}").unwrap();
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.x5c.unwrap(), vec![BASE64.encode(&der[0])]);
+    assert_eq!(signer.verify(&token).unwrap(), b"{}");
 
     let jwk = signer.public_jwk();
     assert_eq!(jwk["x5c"][0], BASE64.encode(&der[0]));
