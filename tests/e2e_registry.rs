@@ -197,7 +197,11 @@ fn push_pull_with(s: &Stack) -> Jwt {
 
 #[test]
 fn push_and_pull_with_an_rs256_key() {
-    let s = Stack::start(base_config());
+    // The key and certificate purser generates at first start.
+    let mut config = base_config();
+    set_path(&mut config, "token.generate_key", json!(true));
+    set_path(&mut config, "token.generate_alg", json!("rs256"));
+    let s = Stack::start(config);
     let jwt = push_pull_with(&s);
     assert_eq!(jwt.header["alg"], "RS256");
     assert_eq!(
@@ -213,6 +217,7 @@ fn push_and_pull_with_an_rs256_key() {
 #[test]
 fn push_and_pull_with_an_es256_key() {
     let mut config = base_config();
+    set_path(&mut config, "token.generate_key", json!(true));
     set_path(&mut config, "token.generate_alg", json!("es256"));
     let s = Stack::start(config);
     let jwt = push_pull_with(&s);

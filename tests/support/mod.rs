@@ -22,8 +22,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-/// How long a process may take to become ready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process may take to become ready. Generous: a debug build of purser generating
+/// an RSA key takes seconds, and tests run in parallel on small machines. Only a failing run
+/// waits this long.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 
@@ -185,7 +187,8 @@ pub const POLICY: &str = r#"rules:
 "#;
 
 /// The e2e configuration as JSON (which is YAML too): static users, anonymous on, the policy
-/// above in `policy.yaml`, a generated key under `keys/`. Listen addresses are added at start.
+/// above in `policy.yaml`, an RSA key and certificate under `keys/` (made with openssl at start,
+/// see [`Purser::start`]). Listen addresses are added at start.
 pub fn base_config() -> Value {
     let mut users = serde_json::Map::new();
     for ((name, pw), groups) in [
@@ -205,7 +208,7 @@ pub fn base_config() -> Value {
             "service": [SERVICE],
             "lifetime": "5m",
             "signing_key_file": KEY_PATH,
-            "generate_key": true,
+            "generate_key": false,
             "generate_alg": "rs256",
         },
         "authn": {
@@ -236,7 +239,10 @@ pub fn set_path(config: &mut Value, path: &str, value: Value) {
 impl Purser {
     /// Starts purser with `config` (JSON written as the YAML config file) plus its listen
     /// addresses and `log.level: debug`, and `files` (relative path, content) written beside it.
-    /// The policy file `policy.yaml` is [`POLICY`] unless `files` holds one.
+    /// The policy file `policy.yaml` is [`POLICY`] unless `files` holds one. When the config
+    /// does not generate its key and `files` holds none at the key path, an RSA key and its
+    /// self-signed certificate (`signing.crt` beside it) are made with openssl: key generation
+    /// is purser's own job only in the tests that are about it.
     pub fn start(mut config: Value, files: &[(&str, &str)]) -> Purser {
         let dir = tempfile::Builder::new()
             .prefix("purser-e2e-")
@@ -258,15 +264,20 @@ impl Purser {
         if !files.iter().any(|(p, _)| *p == "policy.yaml") {
             fs::write(dir.path().join("policy.yaml"), POLICY).expect("write policy");
         }
+        let key_rel = config["token"]["signing_key_file"]
+            .as_str()
+            .unwrap_or("data/signing.pem")
+            .to_string();
+        let generates = config["token"]["generate_key"].as_bool() != Some(false);
+        if !generates && !files.iter().any(|(p, _)| *p == key_rel) {
+            let key = dir.path().join(&key_rel);
+            openssl_rsa_key_and_cert(&key, &key.with_file_name("signing.crt"));
+        }
         for (rel, content) in files {
             let path = dir.path().join(rel);
             fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             fs::write(&path, content).expect("write file");
         }
-        let key_rel = config["token"]["signing_key_file"]
-            .as_str()
-            .unwrap_or("data/signing.pem")
-            .to_string();
         let cfg_path = dir.path().join("purser.yaml");
         let text = serde_json::to_string_pretty(&config).expect("json");
         fs::write(&cfg_path, text).expect("write config");
@@ -1297,6 +1308,26 @@ impl Jwt {
 
 // ---------------------------------------------------------------------------------------------
 // openssl
+
+/// Writes a fresh RSA-2048 key (PKCS#8 PEM) and a self-signed certificate for it.
+pub fn openssl_rsa_key_and_cert(key: &Path, cert: &Path) {
+    fs::create_dir_all(key.parent().expect("parent")).expect("mkdir");
+    openssl_stdout(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &cert.display().to_string(),
+        "-subj",
+        "/CN=purser e2e",
+        "-days",
+        "2",
+    ]);
+}
 
 /// Runs `openssl ARGS` and returns its stdout; panics on failure.
 pub fn openssl_stdout(args: &[&str]) -> Vec<u8> {
