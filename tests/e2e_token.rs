@@ -359,3 +359,36 @@ fn bad_input_gets_a_4xx_and_the_server_stays_up() {
         .unwrap();
     assert_eq!(health.status, 200);
 }
+
+#[test]
+fn a_hash_from_purser_hash_password_logs_the_user_in() {
+    // As an operator would: `echo PASSWORD | purser hash-password --cost 4`.
+    let out = run_purser(&["hash-password", "--cost", "4"], "dave:pw é\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string();
+    assert!(hash.starts_with("$2"), "a bcrypt hash: {hash}");
+    assert!(
+        bcrypt::verify("dave:pw é", &hash).expect("valid bcrypt"),
+        "hash of the line without its newline"
+    );
+
+    let mut config = base_config();
+    set_path(
+        &mut config,
+        "authn.static.users.dave",
+        json!({ "password_hash": hash, "groups": [] }),
+    );
+    let p = Purser::start(config, &[]);
+    let jwt = Jwt::decode(&p.token_for(("dave", "dave:pw é"), &["repository:dave/app:push"]));
+    assert_eq!(jwt.claims["sub"], "dave");
+    assert_eq!(actions_of(&jwt, "dave/app"), set(&["push"]));
+    let r = get(&p, ("dave", "dave:pw"), &[]);
+    assert_eq!(r.status, 401, "{}", r.text());
+}
