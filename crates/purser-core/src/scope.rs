@@ -232,4 +232,123 @@ mod tests {
         let s = "repository:localhost:5000/x:pull,push";
         assert_eq!(p(s).to_string(), s);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Names the distribution spec allows: path components, optionally after `host:port/`.
+        fn valid_name() -> impl Strategy<Value = String> {
+            let component = "[a-z0-9]{1,8}([._-][a-z0-9]{1,4})?";
+            (
+                proptest::option::of("[a-z0-9.]{1,12}:[0-9]{1,5}"),
+                prop::collection::vec(component, 1..5),
+            )
+                .prop_map(|(host, parts)| {
+                    let path = parts.join("/");
+                    match host {
+                        Some(h) => format!("{h}/{path}"),
+                        None => path,
+                    }
+                })
+        }
+
+        fn valid_actions() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just("pull".to_owned()),
+                    Just("push".to_owned()),
+                    Just("delete".to_owned()),
+                    Just("*".to_owned()),
+                    "[a-z][a-z0-9_-]{0,31}",
+                ],
+                1..6,
+            )
+        }
+
+        /// Scope-looking text: the separators and characters that matter, and anything else.
+        fn scope_like() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just(":".to_owned()),
+                Just(",".to_owned()),
+                Just("(".to_owned()),
+                Just(")".to_owned()),
+                Just("/".to_owned()),
+                Just(" ".to_owned()),
+                Just("*".to_owned()),
+                Just("repository".to_owned()),
+                Just("pull".to_owned()),
+                "[a-zA-Z0-9._-]{1,10}",
+                any::<char>().prop_map(String::from),
+            ];
+            prop::collection::vec(piece, 0..30).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_and_bounds_what_it_accepts(s in scope_like()) {
+                if let Ok(scope) = s.parse::<ResourceScope>() {
+                    prop_assert!(!scope.rtype.is_empty() && scope.rtype.len() <= MAX_TYPE_LEN);
+                    prop_assert!(!scope.name.is_empty() && scope.name.len() <= MAX_NAME_LEN);
+                    prop_assert!(!scope.actions.is_empty() && scope.actions.len() <= MAX_ACTIONS);
+                    prop_assert!(scope.actions.iter().all(|a| !a.is_empty() && a.len() <= MAX_ACTION_LEN));
+                    prop_assert!(!scope.name.contains(['\0', ' ', ',']));
+                    // What is accepted prints back to text that parses to the same scope.
+                    prop_assert_eq!(scope.to_string().parse::<ResourceScope>(), Ok(scope.clone()));
+                }
+            }
+
+            #[test]
+            fn never_panics_on_any_string(s in any::<String>()) {
+                let _ = s.parse::<ResourceScope>();
+                let _ = ResourceScope::parse_all([s.as_str()]);
+            }
+
+            #[test]
+            fn well_formed_scopes_parse_to_their_parts(
+                name in valid_name(),
+                actions in valid_actions(),
+                class in proptest::option::of("[a-z0-9]{1,8}"),
+            ) {
+                let head = match &class {
+                    Some(c) => format!("repository({c})"),
+                    None => "repository".to_owned(),
+                };
+                let text = format!("{head}:{name}:{}", actions.join(","));
+                let scope = text.parse::<ResourceScope>().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(scope.rtype.as_str(), "repository");
+                prop_assert_eq!(&scope.name, &name);
+                let mut unique: Vec<String> = Vec::new();
+                for a in actions {
+                    if !unique.contains(&a) {
+                        unique.push(a);
+                    }
+                }
+                prop_assert_eq!(scope.actions, unique);
+            }
+
+            #[test]
+            fn parse_all_keeps_one_entry_per_resource(
+                items in prop::collection::vec((0usize..4, valid_actions()), 0..12),
+            ) {
+                let texts: Vec<String> = items
+                    .iter()
+                    .map(|(n, a)| format!("repository:r{n}:{}", a.join(",")))
+                    .collect();
+                let all = ResourceScope::parse_all(texts.iter().map(String::as_str))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for (i, a) in all.iter().enumerate() {
+                    prop_assert!(!all[i + 1..].iter().any(|b| b.name == a.name));
+                    // Every requested action of that resource is kept, none added.
+                    let wanted: Vec<&String> = items
+                        .iter()
+                        .filter(|(n, _)| format!("r{n}") == a.name)
+                        .flat_map(|(_, acts)| acts)
+                        .collect();
+                    prop_assert!(a.actions.iter().all(|x| wanted.contains(&x)));
+                    prop_assert!(wanted.iter().all(|x| a.actions.contains(x)));
+                }
+            }
+        }
+    }
 }

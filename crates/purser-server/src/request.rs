@@ -164,4 +164,92 @@ mod tests {
         assert!(Params::parse(b"account=%FF").is_err());
         assert!(Params::parse(b"account=a%00").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_of(bytes: &[u8]) -> Option<HeaderMap> {
+            let v = HeaderValue::from_bytes(bytes).ok()?;
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v);
+            Some(h)
+        }
+
+        proptest! {
+            #[test]
+            fn any_header_bytes_give_credentials_or_a_client_error(
+                bytes in prop::collection::vec(any::<u8>(), 0..200),
+            ) {
+                if let Some(h) = header_of(&bytes) {
+                    match basic_credentials(&h) {
+                        Ok(Some(c)) => {
+                            prop_assert!(!c.username.contains(':'));
+                            prop_assert!(!c.username.contains('\0'));
+                            prop_assert!(!c.password.expose().contains('\0'));
+                        }
+                        Ok(None) => prop_assert!(false, "a header was present"),
+                        Err(e) => prop_assert!(e.status().is_client_error()),
+                    }
+                }
+            }
+
+            #[test]
+            fn any_base64_payload_gives_credentials_or_a_client_error(
+                payload in prop::collection::vec(any::<u8>(), 0..120),
+                pad in any::<bool>(),
+            ) {
+                let b64 = if pad { BASE64.encode(&payload) } else { BASE64_NOPAD.encode(&payload) };
+                let h = header_of(format!("Basic {b64}").as_bytes()).unwrap();
+                match basic_credentials(&h) {
+                    Ok(Some(c)) => {
+                        let text = std::str::from_utf8(&payload).expect("accepted text is UTF-8");
+                        let (u, p) = text.split_once(':').expect("accepted text has a colon");
+                        prop_assert_eq!(c.username.as_str(), u);
+                        prop_assert_eq!(c.password.expose(), p);
+                    }
+                    Ok(None) => prop_assert!(false, "a header was present"),
+                    Err(e) => prop_assert!(e.status().is_client_error()),
+                }
+            }
+
+            #[test]
+            fn encoded_credentials_read_back_exactly(
+                user in "[^:\u{0}]{0,40}",
+                password in "[^\u{0}]{0,80}",
+                pad in any::<bool>(),
+                scheme in prop_oneof![Just("Basic"), Just("basic"), Just("BASIC")],
+            ) {
+                let raw = format!("{user}:{password}");
+                let b64 = if pad { BASE64.encode(raw.as_bytes()) } else { BASE64_NOPAD.encode(raw.as_bytes()) };
+                let h = header_of(format!("{scheme} {b64}").as_bytes()).unwrap();
+                let c = basic_credentials(&h)
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?
+                    .expect("credentials");
+                prop_assert_eq!(c.username, user);
+                prop_assert_eq!(c.password.expose(), password.as_str());
+            }
+
+            #[test]
+            fn two_authorization_headers_are_always_refused(
+                a in "[ -~]{0,40}",
+                b in "[ -~]{0,40}",
+            ) {
+                let mut h = HeaderMap::new();
+                h.append(header::AUTHORIZATION, HeaderValue::from_str(&a).unwrap());
+                h.append(header::AUTHORIZATION, HeaderValue::from_str(&b).unwrap());
+                prop_assert!(basic_credentials(&h).is_err());
+            }
+
+            #[test]
+            fn params_never_panic(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+                if let Ok(p) = Params::parse(&raw) {
+                    for v in p.scopes.iter().chain(p.account.iter()) {
+                        let clean = !v.contains('\0') && !v.contains(char::REPLACEMENT_CHARACTER);
+                        prop_assert!(clean, "{:?}", v);
+                    }
+                }
+            }
+        }
+    }
 }
