@@ -50,6 +50,23 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Check that a registry's config and purser's agree; with --registry, try the exchange once.
+    Doctor {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The registry's config.yml.
+        #[arg(long)]
+        registry_config: PathBuf,
+        /// An env file (KEY=VALUE lines) whose REGISTRY_AUTH_TOKEN_* override the registry config.
+        #[arg(long)]
+        registry_env: Option<PathBuf>,
+        /// The running registry (http://HOST:PORT): clock skew, and the exchange with --user.
+        #[arg(long)]
+        registry: Option<String>,
+        /// USER:PASSWORD for the exchange; USER alone reads the password from stdin.
+        #[arg(long, requires = "registry")]
+        user: Option<String>,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -246,6 +263,55 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy { command } => policy(command),
+        Command::Doctor {
+            config,
+            registry_config,
+            registry_env,
+            registry,
+            user,
+        } => {
+            let loaded = match load(config, None, None) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let user = match user {
+                None => None,
+                Some(u) => match purser_server::doctor::UserPassword::parse(&u) {
+                    Some(up) => Some(up),
+                    None => {
+                        let password = if std::io::stdin().is_terminal() {
+                            rpassword::prompt_password(format!("Password for {u}: "))
+                                .map_err(|e| e.to_string())
+                        } else {
+                            let mut s = String::new();
+                            std::io::stdin()
+                                .read_to_string(&mut s)
+                                .map(|_| s.trim_end_matches(['\n', '\r']).to_string())
+                                .map_err(|e| e.to_string())
+                        };
+                        match password {
+                            Ok(password) => {
+                                Some(purser_server::doctor::UserPassword { user: u, password })
+                            }
+                            Err(e) => return fail(format!("cannot read the password: {e}")),
+                        }
+                    }
+                },
+            };
+            let opts = purser_server::doctor::DoctorOptions {
+                registry_config,
+                registry_env,
+                registry,
+                user,
+            };
+            let report = purser_server::doctor::run(&loaded.config, &opts);
+            print!("{report}");
+            if report.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
     }
 }
 
