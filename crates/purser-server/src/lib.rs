@@ -13,6 +13,7 @@
 pub mod build;
 pub mod check;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod ldap;
