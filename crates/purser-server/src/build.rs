@@ -298,7 +298,9 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
                 let Some(l) = &config.authn.ldap else {
                     continue;
                 };
-                Arc::new(crate::ldap::build(l).map_err(BuildError::Backend)?)
+                let ldap = Arc::new(crate::ldap::build(l).map_err(BuildError::Backend)?);
+                crate::ldap::export_pool_gauges(&ldap, metrics);
+                ldap
             }
         };
         metrics.init_backend(backend.name());

@@ -205,6 +205,7 @@ fn audit_record(
         })
         .collect();
     let scopes = serde_json::Value::Array(scopes).to_string();
+    let groups = serde_json::json!(a.groups).to_string();
     let error = err.map(|e| format!("{:?}", e.status())).unwrap_or_default();
     tracing::info!(
         target: "purser::audit",
@@ -212,6 +213,7 @@ fn audit_record(
         method,
         account = a.account.as_deref().unwrap_or(""),
         backend = a.backend.unwrap_or(""),
+        groups = %groups,
         scopes = %scopes,
         outcome = outcome.label(),
         status = %error,

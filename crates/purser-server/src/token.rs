@@ -42,6 +42,8 @@ pub struct TokenState {
 pub struct Audit {
     pub account: Option<String>,
     pub backend: Option<&'static str>,
+    /// The groups the account was given (by its backend), as the policy saw them.
+    pub groups: Vec<String>,
     pub decisions: Vec<(ResourceScope, Grant)>,
 }
 
@@ -238,6 +240,7 @@ impl TokenState {
         };
         audit.backend = backend;
         audit.account = Some(identity.account.clone());
+        audit.groups = identity.groups.clone();
 
         let ctx = RequestContext {
             service: service.clone(),
