@@ -1,0 +1,928 @@
+//! The benchmark run: makes keys, users and policies, measures the limits of one core, starts
+//! the server once per scenario pinned to its core, drives it from the other core, and prints
+//! one table with the acceptance checks under it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::fixtures::{self, ActiveUsers, ServerFiles};
+use crate::load::{LoadResult, LoadSpec};
+use crate::procstat;
+use crate::rates::Rate;
+
+/// How to start the server under test: a program and the arguments before its subcommand
+/// (`purser` itself, or this benchmark's copy of `purser serve` for smoke runs).
+#[derive(Clone, Debug)]
+pub struct ServerCommand {
+    pub program: PathBuf,
+    pub prefix: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub server: ServerCommand,
+    /// This benchmark's own binary: the load generator, the rates, the HTTP limit.
+    pub bench_exe: PathBuf,
+    pub work: PathBuf,
+    /// `taskset` CPU lists.
+    pub server_cpus: String,
+    pub load_cpus: String,
+    /// A short run that checks every part works, with figures of no value.
+    pub smoke: bool,
+    /// Run only the scenarios whose name contains one of these (all when empty).
+    pub only: Vec<String>,
+}
+
+struct Timing {
+    warmup: Duration,
+    measure: Duration,
+    cold_measure: Duration,
+    rate: Duration,
+    active_users: usize,
+}
+
+impl Options {
+    fn timing(&self) -> Timing {
+        if self.smoke {
+            Timing {
+                warmup: Duration::from_millis(200),
+                measure: Duration::from_millis(600),
+                cold_measure: Duration::from_millis(1200),
+                rate: Duration::from_millis(200),
+                active_users: 10,
+            }
+        } else {
+            Timing {
+                warmup: Duration::from_secs(2),
+                measure: Duration::from_secs(6),
+                cold_measure: Duration::from_secs(12),
+                rate: Duration::from_secs(3),
+                active_users: 100,
+            }
+        }
+    }
+}
+
+/// Users in the large htpasswd file.
+pub const LARGE_USERS: usize = 100_000;
+/// Cost of every bcrypt hash the benchmark writes.
+pub const BCRYPT_COST: u32 = 10;
+/// Prepared requests per rotation.
+const ROTATION: usize = 1000;
+/// How often `/healthz` is asked during the cold-path run.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alg {
+    Rs256,
+    Es256,
+    EdDsa,
+}
+
+impl Alg {
+    fn keygen_name(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "rs256",
+            Alg::Es256 => "es256",
+            Alg::EdDsa => "eddsa",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Target {
+    Purser {
+        alg: Alg,
+        /// Credential cache on (warm path) or off (cold path).
+        warm: bool,
+        large_users: bool,
+        large_policy: bool,
+        scopes: usize,
+    },
+    /// The minimal hyper endpoint.
+    Limit,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub target: Target,
+    pub connections: usize,
+    /// Ask `/healthz` every 10 ms alongside.
+    pub probe: bool,
+}
+
+/// Every scenario, in run order (the HTTP limit after ES256 so it can copy its answer size).
+pub fn scenarios() -> Vec<Scenario> {
+    let purser = |alg, warm, large_users, large_policy, scopes| Target::Purser {
+        alg,
+        warm,
+        large_users,
+        large_policy,
+        scopes,
+    };
+    let mut out = Vec::new();
+    for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
+        for c in [1, 16, 64] {
+            out.push(Scenario {
+                name: format!("warm {} c{c}", alg.label()),
+                target: purser(alg, true, false, false, 1),
+                connections: c,
+                probe: false,
+            });
+        }
+    }
+    for c in [1, 16, 64] {
+        out.push(Scenario {
+            name: format!("http limit c{c}"),
+            target: Target::Limit,
+            connections: c,
+            probe: false,
+        });
+    }
+    out.push(Scenario {
+        name: "warm ES256 c16 10k rules".into(),
+        target: purser(Alg::Es256, true, false, true, 1),
+        connections: 16,
+        probe: false,
+    });
+    out.push(Scenario {
+        name: "warm ES256 c16 100k users".into(),
+        target: purser(Alg::Es256, true, true, false, 1),
+        connections: 16,
+        probe: false,
+    });
+    out.push(Scenario {
+        name: "warm ES256 c16 16 scopes".into(),
+        target: purser(Alg::Es256, true, false, false, 16),
+        connections: 16,
+        probe: false,
+    });
+    out.push(Scenario {
+        name: "cold bcrypt-10 ES256 c16".into(),
+        target: purser(Alg::Es256, false, false, false, 1),
+        connections: 16,
+        probe: true,
+    });
+    out
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub result: LoadResult,
+    /// Server CPU over the window, percent of one core.
+    pub cpu_percent: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub machine: String,
+    pub server_cpus: String,
+    pub load_cpus: String,
+    pub smoke: bool,
+    pub rates: Vec<Rate>,
+    pub rows: Vec<Row>,
+    pub checks: Vec<Check>,
+    pub wall_secs: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Check {
+    pub what: String,
+    pub holds: bool,
+    pub detail: String,
+}
+
+/// Counts the CPUs of a `taskset` list such as `1`, `0,2` or `2-3`.
+pub fn cpu_count(list: &str) -> usize {
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 0,
+            },
+            None => usize::from(part.trim().parse::<usize>().is_ok()),
+        })
+        .sum()
+}
+
+/// The CPU model and count, from `lscpu`.
+pub fn machine() -> String {
+    let out = Command::new("lscpu")
+        .env("LC_ALL", "C")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "{}, {} CPUs (lscpu), kernel {}",
+        field("Model name:"),
+        field("CPU(s):"),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    )
+}
+
+fn pinned(cpus: &str, program: &Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(cpus).arg(program);
+    // The server reads PURSER_* variables as configuration: none from the caller's shell.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PURSER_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> anyhow::Result<T> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {what} (is taskset installed?)"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", out.status);
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{what}: unexpected output"))
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A child process that is stopped when dropped.
+struct Running {
+    child: Child,
+    what: String,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection, blocking; the answer's status and body.
+pub fn fetch(addr: SocketAddr, request: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request.as_bytes())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = crate::load::parse_answer_head(&buf[..p + 4])?;
+            let total = p + 4 + head.1;
+            while buf.len() < total {
+                let n = s.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok((head.0, buf[p + 4..total.min(buf.len())].to_vec()));
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Polls `path` until it answers 200, the process exits, or the deadline passes.
+fn wait_ready(proc_: &mut Running, addr: SocketAddr, path: &str, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    loop {
+        if let Some(status) = proc_.exited() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: String = tail
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            bail!(
+                "{} exited with {status} before it was ready:\n{tail}",
+                proc_.what
+            );
+        }
+        if let Ok((200, _)) = fetch(addr, &req) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} was not ready at {addr}{path} within 120 s", proc_.what);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Prepared {
+    keys: Vec<(Alg, PathBuf)>,
+    active: ActiveUsers,
+    users_small: PathBuf,
+    users_large: PathBuf,
+    groups: PathBuf,
+    policy_small: PathBuf,
+    policy_large: PathBuf,
+}
+
+fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
+    let w = &opts.work;
+    std::fs::create_dir_all(w.join("logs"))?;
+    let mut keys = Vec::new();
+    for alg in [Alg::Rs256, Alg::Es256, Alg::EdDsa] {
+        let dir = w.join(format!("key-{}", alg.keygen_name()));
+        std::fs::create_dir_all(&dir)?;
+        let status = Command::new(&opts.server.program)
+            .args(&opts.server.prefix)
+            .args(["keygen", "--alg", alg.keygen_name(), "--out"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .context("cannot run keygen")?;
+        if !status.success() {
+            bail!("keygen --alg {} failed: {status}", alg.keygen_name());
+        }
+        keys.push((alg, dir.join(purser_token::KEY_FILE_NAME)));
+    }
+    eprintln!(
+        "purser-bench: hashing {} passwords at bcrypt cost {BCRYPT_COST}",
+        t.active_users
+    );
+    let active = ActiveUsers::generate(t.active_users, BCRYPT_COST)?;
+    let filler = bcrypt::hash(format!("filler-{}", rand::random::<u64>()), BCRYPT_COST)?
+        .replacen("$2b$", "$2y$", 1);
+    let users_small = w.join("users-small.htpasswd");
+    let users_large = w.join("users-100000.htpasswd");
+    fixtures::write_htpasswd(&users_small, &active, active.users.len(), &filler)?;
+    fixtures::write_htpasswd(&users_large, &active, LARGE_USERS, &filler)?;
+    let groups = w.join("users.htgroup");
+    fixtures::write_htgroup(&groups, &active)?;
+    let policy_small = w.join("policy-10.yaml");
+    let policy_large = w.join("policy-10000.yaml");
+    std::fs::write(&policy_small, fixtures::policy(false))?;
+    std::fs::write(&policy_large, fixtures::policy(true))?;
+    Ok(Prepared {
+        keys,
+        active,
+        users_small,
+        users_large,
+        groups,
+        policy_small,
+        policy_large,
+    })
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn run_load(opts: &Options, spec: &LoadSpec, name: &str) -> anyhow::Result<LoadResult> {
+    let file = opts.work.join(format!("load-{}.json", slug(name)));
+    std::fs::write(&file, serde_json::to_vec(spec)?)?;
+    let mut cmd = pinned(&opts.load_cpus, &opts.bench_exe);
+    cmd.arg("load").arg("--spec").arg(&file);
+    let r = run_json(cmd, "the load generator");
+    let _ = std::fs::remove_file(&file);
+    r
+}
+
+fn run_scenario(
+    opts: &Options,
+    t: &Timing,
+    p: &Prepared,
+    s: &Scenario,
+    limit_body: usize,
+) -> anyhow::Result<Row> {
+    let addr = free_addr()?;
+    let log = opts
+        .work
+        .join("logs")
+        .join(format!("{}.log", slug(&s.name)));
+    let log_file = std::fs::File::create(&log)?;
+    let (mut server, requests, warm) = match &s.target {
+        Target::Purser {
+            alg,
+            warm,
+            large_users,
+            large_policy,
+            scopes,
+        } => {
+            let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
+            let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
+            let listen = addr.to_string();
+            std::fs::write(
+                &config,
+                fixtures::server_config(&ServerFiles {
+                    listen: &listen,
+                    key_file: key,
+                    htpasswd: if *large_users {
+                        &p.users_large
+                    } else {
+                        &p.users_small
+                    },
+                    htgroup: &p.groups,
+                    policy: if *large_policy {
+                        &p.policy_large
+                    } else {
+                        &p.policy_small
+                    },
+                    cache_ttl: if *warm { "10m" } else { "0s" },
+                }),
+            )?;
+            let mut cmd = pinned(&opts.server_cpus, &opts.server.program);
+            cmd.args(&opts.server.prefix)
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file);
+            let child = cmd.spawn().context("cannot start the server")?;
+            let requests = fixtures::token_requests(&p.active, *scopes, ROTATION);
+            (
+                Running {
+                    child,
+                    what: "purser".into(),
+                },
+                requests,
+                *warm,
+            )
+        }
+        Target::Limit => {
+            let mut cmd = pinned(&opts.server_cpus, &opts.bench_exe);
+            cmd.arg("http-limit")
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--body-len")
+                .arg(limit_body.to_string())
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file);
+            let child = cmd
+                .spawn()
+                .context("cannot start the HTTP limit endpoint")?;
+            let requests = fixtures::token_requests(&p.active, 1, ROTATION);
+            (
+                Running {
+                    child,
+                    what: "the HTTP limit endpoint".into(),
+                },
+                requests,
+                false,
+            )
+        }
+    };
+    let ready_path = match s.target {
+        Target::Purser { .. } => "/readyz",
+        Target::Limit => "/",
+    };
+    wait_ready(&mut server, addr, ready_path, &log)?;
+    if warm {
+        // Every user logs in once, so the run measures cache hits only.
+        for req in fixtures::priming_requests(&p.active) {
+            let (status, _) = fetch(addr, &req)?;
+            if status != 200 {
+                bail!(
+                    "{}: priming request answered {status}; see {}",
+                    s.name,
+                    log.display()
+                );
+            }
+        }
+    }
+    let spec = LoadSpec {
+        addr,
+        connections: s.connections,
+        warmup: t.warmup,
+        duration: if s.probe { t.cold_measure } else { t.measure },
+        requests,
+        probe: s.probe.then(|| fixtures::HEALTHZ_REQUEST.to_string()),
+        probe_interval: PROBE_INTERVAL,
+        server_pid: Some(server.pid()),
+    };
+    let result = run_load(opts, &spec, &s.name)?;
+    let peak_rss_mib = procstat::peak_rss_kib(server.pid())
+        .ok()
+        .map(|k| k as f64 / 1024.0);
+    if let Some(status) = server.exited() {
+        bail!(
+            "{}: the server exited during the run ({status}); see {}",
+            s.name,
+            log.display()
+        );
+    }
+    drop(server);
+    if result.errors == 0 {
+        // Audit lines of a run at full speed are tens of MB: keep logs only when they explain
+        // something.
+        let _ = std::fs::remove_file(&log);
+    }
+    let cpu_percent = result
+        .server_cpu_secs
+        .map(|c| c / result.window_secs * 100.0);
+    Ok(Row {
+        scenario: s.clone(),
+        result,
+        cpu_percent,
+        peak_rss_mib,
+    })
+}
+
+fn rates(opts: &Options, t: &Timing, p: &Prepared) -> anyhow::Result<Vec<Rate>> {
+    let secs = t.rate.as_secs_f64().to_string();
+    let mut out = Vec::new();
+    for (_, key) in &p.keys {
+        let mut cmd = pinned(&opts.server_cpus, &opts.bench_exe);
+        cmd.arg("sign-rate")
+            .arg("--key")
+            .arg(key)
+            .arg("--secs")
+            .arg(&secs);
+        out.push(run_json(cmd, "sign-rate")?);
+    }
+    let mut cmd = pinned(&opts.server_cpus, &opts.bench_exe);
+    cmd.arg("bcrypt-rate")
+        .arg("--cost")
+        .arg(BCRYPT_COST.to_string())
+        .arg("--secs")
+        .arg(&secs);
+    out.push(run_json(cmd, "bcrypt-rate")?);
+    Ok(out)
+}
+
+/// Runs everything and returns the report (also written to `work/report.json`).
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let t = opts.timing();
+    let p = prepare(opts, &t)?;
+    eprintln!("purser-bench: measuring the raw rates of one core");
+    let rates = rates(opts, &t, &p)?;
+    let mut rows = Vec::new();
+    let mut limit_body = 1300;
+    for s in scenarios() {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| s.name.contains(o.as_str())) {
+            continue;
+        }
+        eprintln!("purser-bench: {}", s.name);
+        let row = run_scenario(opts, &t, &p, &s, limit_body)?;
+        if s.name == "warm ES256 c16" && row.result.body_len > 0 {
+            limit_body = row.result.body_len;
+        }
+        rows.push(row);
+    }
+    let checks = checks(&rates, &rows, cpu_count(&opts.server_cpus));
+    let report = Report {
+        machine: machine(),
+        server_cpus: opts.server_cpus.clone(),
+        load_cpus: opts.load_cpus.clone(),
+        smoke: opts.smoke,
+        rates,
+        rows,
+        checks,
+        wall_secs: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(
+        opts.work.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(report)
+}
+
+fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.scenario.name == name)
+}
+
+fn rate_of(rates: &[Rate], what: &str) -> Option<f64> {
+    rates.iter().find(|r| r.what == what).map(|r| r.per_second)
+}
+
+/// The acceptance thresholds, evaluated on the figures at hand (skipped when a figure is
+/// missing, e.g. in a partial run).
+pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut check = |what: String, holds: bool, detail: String| {
+        out.push(Check {
+            what,
+            holds,
+            detail,
+        })
+    };
+    if let Some(raw) = rate_of(rates, "sign RS256") {
+        for c in [1, 16, 64] {
+            if let Some(r) = row(rows, &format!("warm RS256 c{c}")) {
+                let ratio = r.result.per_second / raw;
+                check(
+                    format!("1. warm RS256 c{c} >= 80% of raw RSA-2048 signing"),
+                    ratio >= 0.8,
+                    format!(
+                        "{:.0}/s vs {raw:.0}/s = {:.0}%",
+                        r.result.per_second,
+                        ratio * 100.0
+                    ),
+                );
+            }
+        }
+    }
+    for alg in ["ES256", "EdDSA"] {
+        for c in [1, 16, 64] {
+            let (Some(r), Some(l)) = (
+                row(rows, &format!("warm {alg} c{c}")),
+                row(rows, &format!("http limit c{c}")),
+            ) else {
+                continue;
+            };
+            let ratio = r.result.per_second / l.result.per_second;
+            check(
+                format!("2. warm {alg} c{c} >= 50% of the HTTP limit"),
+                ratio >= 0.5,
+                format!(
+                    "{:.0}/s vs {:.0}/s = {:.0}%",
+                    r.result.per_second,
+                    l.result.per_second,
+                    ratio * 100.0
+                ),
+            );
+        }
+        if let Some(r) = row(rows, &format!("warm {alg} c64")) {
+            check(
+                format!("2. warm {alg} c64 p99 < 5 ms"),
+                r.result.latency.p99_ms < 5.0,
+                format!("p99 {:.2} ms", r.result.latency.p99_ms),
+            );
+        }
+    }
+    if let Some(cold) = row(rows, "cold bcrypt-10 ES256 c16") {
+        if let Some(raw) = rate_of(rates, &format!("bcrypt verify cost {BCRYPT_COST}")) {
+            let cap = raw * server_cores as f64;
+            let ratio = cold.result.per_second / cap;
+            check(
+                "3. cold path >= 90% of bcrypt-10 verifications/s of the server's cores".into(),
+                ratio >= 0.9,
+                format!(
+                    "{:.1}/s vs {cap:.1}/s ({server_cores} core(s)) = {:.0}%",
+                    cold.result.per_second,
+                    ratio * 100.0
+                ),
+            );
+        }
+        if let Some(probe) = &cold.result.probe {
+            check(
+                "3. /healthz p99 < 10 ms while bcrypt saturates the cores".into(),
+                probe.count > 0 && probe.p99_ms < 10.0,
+                format!("p99 {:.2} ms over {} probes", probe.p99_ms, probe.count),
+            );
+        }
+    }
+    if let Some(base) = row(rows, "warm ES256 c16") {
+        if let Some(r) = row(rows, "warm ES256 c16 10k rules") {
+            let ratio = r.result.per_second / base.result.per_second;
+            check(
+                "4. 10,000 rules >= 50% of 10 rules".into(),
+                ratio >= 0.5,
+                format!(
+                    "{:.0}% ({:.0}/s vs {:.0}/s)",
+                    ratio * 100.0,
+                    r.result.per_second,
+                    base.result.per_second
+                ),
+            );
+        }
+        if let Some(r) = row(rows, "warm ES256 c16 100k users") {
+            let ratio = r.result.per_second / base.result.per_second;
+            check(
+                "4. 100,000 users >= 90% of 100 users".into(),
+                ratio >= 0.9,
+                format!(
+                    "{:.0}% ({:.0}/s vs {:.0}/s)",
+                    ratio * 100.0,
+                    r.result.per_second,
+                    base.result.per_second
+                ),
+            );
+        }
+    }
+    let purser_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.scenario.target, Target::Purser { .. }))
+        .collect();
+    if !purser_rows.is_empty() {
+        let worst = purser_rows
+            .iter()
+            .filter_map(|r| r.peak_rss_mib.map(|m| (m, &r.scenario.name)))
+            .fold((0.0f64, String::new()), |acc, (m, n)| {
+                if m > acc.0 {
+                    (m, n.clone())
+                } else {
+                    acc
+                }
+            });
+        check(
+            "4. peak RSS < 64 MB in every scenario".into(),
+            worst.0 > 0.0 && worst.0 * 1024.0 * 1024.0 < 64e6,
+            format!("largest {:.1} MiB ({})", worst.0, worst.1),
+        );
+    }
+    out
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The report as Markdown: rates, the scenario table, the checks.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "machine: {}", r.machine);
+    let _ = writeln!(
+        s,
+        "server on CPU {}, load generator on CPU {}{}; run took {:.0} s\n",
+        r.server_cpus,
+        r.load_cpus,
+        if r.smoke {
+            " (SMOKE RUN: figures meaningless)"
+        } else {
+            ""
+        },
+        r.wall_secs
+    );
+    let _ = writeln!(s, "| one core, nothing else | per second |\n| --- | ---: |");
+    for rate in &r.rates {
+        let _ = writeln!(s, "| {} | {:.0} |", rate.what, rate.per_second);
+    }
+    let _ = writeln!(
+        s,
+        "\n| scenario | conns | tokens/s | p50 ms | p99 ms | server CPU % | peak RSS MiB | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for row in &r.rows {
+        let res = &row.result;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            row.scenario.name,
+            row.scenario.connections,
+            res.per_second,
+            res.latency.p50_ms,
+            res.latency.p99_ms,
+            fmt_opt(row.cpu_percent, 0),
+            fmt_opt(row.peak_rss_mib, 1),
+            res.errors
+        );
+        if let Some(p) = &res.probe {
+            let _ = writeln!(
+                s,
+                "| ... /healthz every 10 ms meanwhile | 1 | - | {:.2} | {:.2} | | | |",
+                p.p50_ms, p.p99_ms
+            );
+        }
+    }
+    let _ = writeln!(s);
+    for c in &r.checks {
+        let _ = writeln!(
+            s,
+            "- {} {}: {}",
+            if c.holds { "HOLDS" } else { "FAILS" },
+            c.what,
+            c.detail
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_count("1"), 1);
+        assert_eq!(cpu_count("0,2"), 2);
+        assert_eq!(cpu_count("2-3,5"), 3);
+        assert_eq!(cpu_count("x"), 0);
+    }
+
+    #[test]
+    fn scenario_names_are_unique_and_cover_the_issue() {
+        let all = scenarios();
+        let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        for needed in [
+            "warm RS256 c64",
+            "warm EdDSA c1",
+            "http limit c16",
+            "cold bcrypt-10 ES256 c16",
+            "warm ES256 c16 10k rules",
+            "warm ES256 c16 100k users",
+            "warm ES256 c16 16 scopes",
+        ] {
+            assert!(names.contains(&needed), "{needed}");
+        }
+    }
+
+    fn row_of(name: &str, per_second: f64, p99: f64) -> Row {
+        let s = scenarios().into_iter().find(|s| s.name == name).unwrap();
+        Row {
+            scenario: s,
+            result: LoadResult {
+                ok: 1,
+                per_second,
+                latency: crate::load::Latency {
+                    count: 1,
+                    p50_ms: p99 / 2.0,
+                    p99_ms: p99,
+                    max_ms: p99,
+                },
+                ..Default::default()
+            },
+            cpu_percent: Some(99.0),
+            peak_rss_mib: Some(20.0),
+        }
+    }
+
+    #[test]
+    fn checks_compare_with_the_right_references() {
+        let rates = vec![Rate {
+            what: "sign RS256".into(),
+            count: 1,
+            secs: 1.0,
+            per_second: 1000.0,
+        }];
+        let rows = vec![
+            row_of("warm RS256 c16", 850.0, 30.0),
+            row_of("warm RS256 c64", 700.0, 90.0),
+            row_of("warm ES256 c64", 10_000.0, 6.0),
+            row_of("http limit c64", 30_000.0, 1.0),
+            row_of("warm ES256 c16", 10_000.0, 2.0),
+            row_of("warm ES256 c16 10k rules", 9_000.0, 2.0),
+        ];
+        let c = checks(&rates, &rows, 1);
+        let find = |w: &str| c.iter().find(|c| c.what.starts_with(w)).unwrap();
+        assert!(find("1. warm RS256 c16").holds);
+        assert!(!find("1. warm RS256 c64").holds);
+        assert!(!find("2. warm ES256 c64 >= 50%").holds);
+        assert!(!find("2. warm ES256 c64 p99").holds);
+        assert!(find("4. 10,000 rules").holds);
+        assert!(find("4. peak RSS").holds);
+        assert!(c.iter().all(|c| !c.what.contains("100,000 users")));
+        let text = render(&Report {
+            machine: "m".into(),
+            server_cpus: "1".into(),
+            load_cpus: "0".into(),
+            smoke: false,
+            rates,
+            rows,
+            checks: c,
+            wall_secs: 1.0,
+        });
+        assert!(
+            text.contains("| warm RS256 c16 | 16 | 850 | 15.00 | 30.00 | 99 | 20.0 | 0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- FAILS 2. warm ES256 c64 p99 < 5 ms: p99 6.00 ms"),
+            "{text}"
+        );
+    }
+}

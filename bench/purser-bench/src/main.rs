@@ -1,0 +1,227 @@
+//! `purser-bench`: the benchmark driver and its parts (load generator, rates, HTTP limit).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use purser_bench::{driver, limit, load, rates};
+
+#[derive(Parser)]
+#[command(
+    name = "purser-bench",
+    about = "purser's benchmark (see docs/performance.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every scenario and print the table.
+    Run {
+        /// The purser binary under test (a release build). Without it, this binary's built-in
+        /// copy of `purser serve` is used (smoke runs).
+        #[arg(long)]
+        purser: Option<PathBuf>,
+        /// Working folder for keys, users, policies and logs (default: a fresh temporary one).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// CPUs for the server (taskset list).
+        #[arg(long)]
+        server_cpus: Option<String>,
+        /// CPUs for the load generator (taskset list).
+        #[arg(long)]
+        load_cpus: Option<String>,
+        /// A fraction of a second per scenario: checks that everything works.
+        #[arg(long)]
+        smoke: bool,
+        /// Only scenarios whose name contains this (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The load generator: reads a JSON spec, prints a JSON result.
+    Load {
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// Signs tokens in a loop with a key file; prints a JSON rate.
+    SignRate {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        secs: f64,
+    },
+    /// Verifies bcrypt hashes in a loop; prints a JSON rate.
+    BcryptRate {
+        #[arg(long)]
+        cost: u32,
+        #[arg(long)]
+        secs: f64,
+    },
+    /// The minimal hyper endpoint answering a fixed token-sized body.
+    HttpLimit {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        body_len: usize,
+    },
+    /// `purser serve` and `purser keygen`, built in, for smoke runs without a purser binary.
+    Purser {
+        #[command(subcommand)]
+        command: PurserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PurserCmd {
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    Keygen {
+        #[arg(long)]
+        alg: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("purser-bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+fn default_cpus() -> (String, String) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n >= 2 {
+        // The server gets the last CPU, the generator the one before it.
+        ((n - 1).to_string(), (n - 2).to_string())
+    } else {
+        ("0".into(), "0".into())
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Run {
+            purser,
+            work,
+            server_cpus,
+            load_cpus,
+            smoke,
+            only,
+            json,
+        } => {
+            let me = std::env::current_exe()?;
+            let server = match purser {
+                Some(p) => driver::ServerCommand {
+                    program: std::fs::canonicalize(&p)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                    prefix: vec![],
+                },
+                None => driver::ServerCommand {
+                    program: me.clone(),
+                    prefix: vec!["purser".into()],
+                },
+            };
+            let (def_server, def_load) = default_cpus();
+            let tmp;
+            let work = match work {
+                Some(w) => w,
+                None => {
+                    tmp = std::env::temp_dir().join(format!("purser-bench-{}", std::process::id()));
+                    tmp
+                }
+            };
+            let opts = driver::Options {
+                server,
+                bench_exe: me,
+                work: work.clone(),
+                server_cpus: server_cpus.unwrap_or(def_server),
+                load_cpus: load_cpus.unwrap_or(def_load),
+                smoke,
+                only,
+            };
+            if opts.server_cpus == opts.load_cpus {
+                eprintln!(
+                    "purser-bench: warning: server and load generator share CPU {}",
+                    opts.server_cpus
+                );
+            }
+            let report = driver::run(&opts)?;
+            print!("{}", driver::render(&report));
+            if let Some(j) = json {
+                std::fs::write(j, serde_json::to_vec_pretty(&report)?)?;
+            }
+            eprintln!("purser-bench: work files in {}", work.display());
+            Ok(())
+        }
+        Cmd::Load { spec } => {
+            let spec: load::LoadSpec = serde_json::from_slice(&std::fs::read(spec)?)?;
+            print_json(&load::run(&spec)?)
+        }
+        Cmd::SignRate { key, secs } => {
+            print_json(&rates::sign_rate(&key, Duration::from_secs_f64(secs))?)
+        }
+        Cmd::BcryptRate { cost, secs } => {
+            print_json(&rates::bcrypt_rate(cost, Duration::from_secs_f64(secs))?)
+        }
+        Cmd::HttpLimit { listen, body_len } => {
+            limit::serve(listen, limit::token_sized_body(body_len))
+        }
+        Cmd::Purser { command } => purser(command),
+    }
+}
+
+/// What `purser serve` and `purser keygen` do, through the same library calls.
+fn purser(cmd: PurserCmd) -> anyhow::Result<()> {
+    use purser_server::config::{Config, LoadOptions};
+    match cmd {
+        PurserCmd::Serve { config } => {
+            let loaded = Config::load(&LoadOptions {
+                config_file: Some(config),
+                ..Default::default()
+            })
+            .map_err(|e| anyhow::anyhow!("the configuration has problems:\n{e}"))?;
+            let problems = loaded.config.validate();
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "{}",
+                    problems
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            purser_server::serve::init_logging(loaded.config.log.level, loaded.config.log.format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(purser_server::serve::run(loaded.config))?;
+            Ok(())
+        }
+        PurserCmd::Keygen { alg, out } => {
+            let alg: purser_token::Alg = alg.parse()?;
+            purser_token::write_generated(&out, alg)?;
+            Ok(())
+        }
+    }
+}
