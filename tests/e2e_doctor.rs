@@ -466,3 +466,75 @@ fn wrong_password_is_reported_at_the_token_step() {
     );
     assert!(!r.contains("not-her-password"), "{r}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// scripts/demo
+
+/// True while a process with this id runs something from the demo's folder.
+fn demo_process_alive(pid: u32, folder: &Path) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let cmd = String::from_utf8_lossy(&c).replace('\0', " ");
+            cmd.contains(&folder.display().to_string()) || cmd.contains("purser.yaml")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn demo_script_pushes_pulls_and_cleans_up() {
+    require_program(DOCKER_REGISTRY, "docker-registry");
+    require_on_path("skopeo", "skopeo");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("PURSER_BIN", purser_bin())
+        .env("TMPDIR", tmp.path())
+        .env_remove("DEMO_KEEP")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/demo");
+    let text = format!(
+        "{}\n--- stderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "scripts/demo failed:\n{text}");
+    for needle in [
+        "pulled layer sha256:",
+        ": identical",
+        "refused, as the policy says",
+        "ok round trip: challenge -> token for \"demo\"",
+        "rootcertbundle: ",
+        "signing_key_file: \"keys/signing.pem\"",
+        "demo: pushed and pulled 127.0.0.1:",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from the demo's output:\n{text}"
+        );
+    }
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .expect("read TMPDIR")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?} behind");
+    let mut pids = 0;
+    for l in text.lines() {
+        for name in ["purser pid ", "registry pid "] {
+            if let Some(pid) = l.strip_prefix(name) {
+                let pid: u32 = pid.trim().parse().expect("pid");
+                pids += 1;
+                assert!(
+                    !demo_process_alive(pid, tmp.path()),
+                    "{name}{pid} still runs after the demo"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        pids, 2,
+        "the demo names the two processes it starts:\n{text}"
+    );
+}
