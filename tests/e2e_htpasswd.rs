@@ -379,8 +379,9 @@ fn run_to_exit(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     }
     if !exited {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    // Reaps the process in every case (at once when it has exited).
+    let _ = child.wait();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     assert!(exited, "purser did not exit on a broken file:\n{stderr}");
     (code, stderr)

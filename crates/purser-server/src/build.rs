@@ -147,6 +147,9 @@ impl Readiness for ServerReadiness {
     }
 }
 
+/// A watched file's holder, its readiness flag and its reload source.
+pub type Watched<T> = (Arc<Reloadable<T>>, Arc<Loaded>, Source);
+
 /// A watched file: a holder that the loader fills, its readiness flag and its reload source.
 fn watched<T, F>(
     name: &'static str,
@@ -154,7 +157,7 @@ fn watched<T, F>(
     empty: T,
     parse: F,
     metrics: &Metrics,
-) -> Result<(Arc<Reloadable<T>>, Arc<Loaded>, Source), BuildError>
+) -> Result<Watched<T>, BuildError>
 where
     T: Send + Sync + 'static,
     F: Fn(&Path) -> Result<(T, String), String> + Send + Sync + 'static,
@@ -206,10 +209,7 @@ pub struct Built {
 }
 
 /// The policy holder with its loader, shared by `serve`.
-pub fn policy(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<(Arc<Reloadable<Policy>>, Arc<Loaded>, Source), BuildError> {
+pub fn policy(config: &Config, metrics: &Metrics) -> Result<Watched<Policy>, BuildError> {
     let gauge = metrics.policy_rules.clone();
     watched(
         "policy",
