@@ -691,9 +691,11 @@ fn assert_no_key_material(text: &str, pem: &str) {
 fn a_signing_key_readable_by_others_is_warned_about_and_never_logged() {
     let (mut open, pem) = start_with_key_mode(0o644);
     // Use the key, with tracing at its most verbose.
-    open.token_for(ALICE, &["repository:alice/app:pull"]);
+    let token = open.token_for(ALICE, &["repository:alice/app:pull"]);
     open.stop();
     let log = open.log_text();
+    let signature = token.rsplit('.').next().expect("a JWS");
+    assert!(!log.contains(signature), "an issued token was logged");
     assert!(
         log.contains(READABLE_WARNING),
         "no warning for a 0644 key:\n{}",
