@@ -242,6 +242,20 @@ fn directory_outage_answers_503_static_users_still_work_and_logins_recover() {
     );
     // A wrong password is no different while the directory is away: never a 401.
     assert_eq!(login(&p, "user03", "wrong").status, 503);
+    let r = Http::post(&p.token_url())
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "user02"),
+            ("password", &ldap_password("user02")),
+            ("service", SERVICE),
+        ])
+        .send()
+        .expect("POST token");
+    assert_eq!(r.status, 503, "POST during the outage: {}", r.text());
+    assert!(
+        r.header("Retry-After").is_some(),
+        "POST 503 without Retry-After"
+    );
     assert_eq!(login(&p, ADMIN.0, ADMIN.1).status, 200, "{}", p.log_tail());
     wait_until(
         SETTLE,
