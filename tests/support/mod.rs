@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub mod policy;
+
 /// How long a process may take to become ready. Generous: a debug build of purser generating
 /// an RSA key takes seconds, and tests run in parallel on small machines. Only a failing run
 /// waits this long.

@@ -72,4 +72,69 @@ impl Authorizer for PolicyAuthorizer {
     fn authorize(&self, who: &Identity, ctx: &RequestContext, scope: &ResourceScope) -> Grant {
         self.holder.load().authorize(who, ctx, scope)
     }
+
+    /// One load of the holder for the whole request: a reload in the middle of it does not
+    /// change the policy its remaining scopes are decided with.
+    fn authorize_all(
+        &self,
+        who: &Identity,
+        ctx: &RequestContext,
+        scopes: &[ResourceScope],
+    ) -> Vec<Grant> {
+        let policy = self.holder.load();
+        scopes
+            .iter()
+            .map(|scope| policy.authorize(who, ctx, scope))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn version(name: &str) -> Policy {
+        let text = format!(
+            "rules:\n  - name: {name}\n    match: {{ name: \"**\" }}\n    actions: [pull]\n"
+        );
+        Policy::parse(&text, "policy.yaml").unwrap()
+    }
+
+    #[test]
+    fn one_request_is_decided_by_one_policy_version_across_reloads() {
+        let holder = Arc::new(Reloadable::new(version("v1")));
+        let authz = PolicyAuthorizer::new(holder.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    holder.store(version(if n % 2 == 0 { "v2" } else { "v1" }));
+                    n += 1;
+                }
+                n
+            })
+        };
+        let scopes: Vec<ResourceScope> = (0..8)
+            .map(|i| format!("repository:r{i}:pull").parse().unwrap())
+            .collect();
+        let who = Identity::new("alice", vec![]);
+        let ctx = RequestContext::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20_000 {
+            let grants = authz.authorize_all(&who, &ctx, &scopes);
+            let names: std::collections::BTreeSet<&str> = grants
+                .iter()
+                .map(|g| g.rule.as_ref().unwrap().name.as_str())
+                .collect();
+            assert_eq!(names.len(), 1, "one request saw two policies: {names:?}");
+            seen.extend(names.into_iter().map(str::to_string));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = writer.join().unwrap();
+        assert!(swaps > 0, "the policy was never swapped during the test");
+        assert!(!seen.is_empty());
+    }
 }

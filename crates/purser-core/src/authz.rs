@@ -50,4 +50,19 @@ impl Grant {
 /// endpoint, `purser policy explain` and `purser policy test`.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, who: &Identity, ctx: &RequestContext, scope: &ResourceScope) -> Grant;
+
+    /// Decides every scope of one request, one grant per scope in order. An authorizer whose
+    /// rules can be reloaded overrides this to decide all of them with one version, so a
+    /// request never mixes an old and a new policy.
+    fn authorize_all(
+        &self,
+        who: &Identity,
+        ctx: &RequestContext,
+        scopes: &[ResourceScope],
+    ) -> Vec<Grant> {
+        scopes
+            .iter()
+            .map(|scope| self.authorize(who, ctx, scope))
+            .collect()
+    }
 }

@@ -50,6 +50,12 @@ fn fingerprint(path: &Path) -> Fingerprint {
     }))
 }
 
+/// The file exists and is not empty. An empty file is still loaded once the grace period is over
+/// (an empty htpasswd file is legitimate), but never in the middle of a save.
+fn has_content(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+}
+
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct ReloadHandle {
     _watcher: Option<notify::RecommendedWatcher>,
@@ -82,6 +88,8 @@ pub fn record(metrics: &Metrics, source: &str, path: &Path, result: &Result<Stri
             tracing::info!(source, path = %path.display(), %summary, "loaded");
         }
         Err(problem) => {
+            // One log line per failure, however many problems the file has.
+            let problem = problem.replace('\n', "; ");
             metrics
                 .reloads
                 .with_label_values(&[source, "failure"])
@@ -176,8 +184,9 @@ pub fn spawn(sources: Vec<Source>, metrics: Metrics) -> ReloadHandle {
             for i in dirty {
                 let s = &sources[i];
                 let deadline = tokio::time::Instant::now() + MISSING_GRACE;
-                // A rename-based save can leave the name missing for a moment.
-                while !s.path.exists() && tokio::time::Instant::now() < deadline {
+                // A rename-based save can leave the name missing for a moment, and an in-place
+                // save truncates before it writes: wait (bounded) for a file with content.
+                while !has_content(&s.path) && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let print = fingerprint(&s.path);

@@ -248,8 +248,9 @@ impl TokenState {
         };
         let mut access = Vec::with_capacity(scopes.len());
         let mut granted_scopes = Vec::new();
-        for scope in scopes {
-            let grant = self.authorizer.authorize(&identity, &ctx, &scope);
+        // One policy version decides every scope of the request, even across a reload.
+        let grants = self.authorizer.authorize_all(&identity, &ctx, &scopes);
+        for (scope, grant) in scopes.into_iter().zip(grants) {
             self.metrics
                 .authz_decisions
                 .with_label_values(&[grant.outcome(&scope)])
