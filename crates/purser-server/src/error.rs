@@ -127,9 +127,13 @@ impl ApiError {
             Dialect::Distribution => serde_json::json!({
                 "errors": [{ "code": self.distribution_code(), "message": message }]
             }),
-            Dialect::OAuth => {
-                serde_json::json!({ "error": self.oauth_code(), "error_description": message })
-            }
+            // Docker reads only `errors`, even from the OAuth endpoint, so both shapes are sent:
+            // RFC 6749 clients read `error`; docker shows the `errors` message to its user.
+            Dialect::OAuth => serde_json::json!({
+                "error": self.oauth_code(),
+                "error_description": message,
+                "errors": [{ "code": self.distribution_code(), "message": message }]
+            }),
         };
         let mut status = self.status();
         // RFC 6749 answers a failed password grant with 400 invalid_grant; a missing or wrong
@@ -199,6 +203,20 @@ mod tests {
             r.headers()[header::WWW_AUTHENTICATE],
             "Basic realm=\"purser\""
         );
+    }
+
+    #[test]
+    fn oauth_errors_carry_both_shapes() {
+        let r =
+            ApiError::InvalidGrant("log in again".into()).into_response(Dialect::OAuth, "purser");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(r.into_body()))
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "invalid_grant");
+        assert_eq!(v["error_description"], "log in again");
+        assert_eq!(v["errors"][0]["message"], "log in again");
     }
 
     #[test]
