@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod ops;
+
 pub mod clients;
 pub mod slapd;
 

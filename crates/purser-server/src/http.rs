@@ -81,7 +81,7 @@ fn request_id() -> String {
 impl App {
     async fn route(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_string();
-        if self.token_paths.iter().any(|p| *p == path) {
+        if self.token_paths.contains(&path) {
             return self.token(req, peer).await;
         }
         match (req.method(), path.as_str()) {
@@ -243,6 +243,7 @@ fn stack(app: Arc<App>, peer: SocketAddr, limit: tower::limit::ConcurrencyLimitL
         let id = request_id();
         let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
         async move {
+            tracing::debug!("request received");
             let mut resp = match inner.oneshot(req).await {
                 Ok(r) => r,
                 Err(e) => shed_or_timeout(e, &realm),
@@ -273,11 +274,31 @@ fn shed_or_timeout(e: BoxError, realm: &str) -> Response<Body> {
     .into_response(Dialect::Distribution, realm)
 }
 
-/// Serves the token listener until `shutdown` resolves, then lets requests in flight finish
-/// (bounded by [`SHUTDOWN_GRACE`]).
+/// Serves one accepted connection: HTTP/1.1 with bounded head reads, watched by the graceful
+/// shutdown so that a signal lets its request in flight finish and then closes it.
+async fn serve_connection<I>(io: I, svc: Svc, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves the token listener until `shutdown` resolves, then stops accepting (the listening
+/// socket is closed, so new connections are refused) and lets requests in flight finish, bounded
+/// by `grace`. With `tls`, every connection is a TLS handshake first, bounded by
+/// [`crate::tls::HANDSHAKE_TIMEOUT`].
 pub async fn serve_tokens(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    grace: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limit = tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT);
@@ -295,28 +316,51 @@ pub async fn serve_tokens(
                 };
                 let _ = stream.set_nodelay(true);
                 let svc = stack(app.clone(), peer, limit.clone());
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(MAX_HEAD_BYTES)
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                // Taken now, before any handshake: a shutdown during the handshake still waits
+                // for this connection (and closes it as soon as it is idle).
+                let watcher = graceful.watcher();
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_connection(stream, svc, watcher));
                     }
-                });
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(
+                                crate::tls::HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(tls_stream)) => serve_connection(tls_stream, svc, watcher).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => {
+                                    tracing::debug!(client = %peer, "TLS handshake timed out")
+                                }
+                            }
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections; waiting for requests in flight");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let open = graceful.count();
+    tracing::info!(
+        connections = open,
+        grace_seconds = grace.as_secs(),
+        "shutting down: no new connections; waiting for requests in flight"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("requests still in flight after the grace period; stopping anyway");
+    } else {
+        tracing::info!("every request in flight has been answered");
     }
     Ok(())
 }

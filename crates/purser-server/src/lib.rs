@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod reload;
 pub mod request;
 pub mod serve;
+pub mod tls;
 pub mod token;

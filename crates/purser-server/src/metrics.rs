@@ -196,6 +196,13 @@ impl Metrics {
             self.authn_attempts.with_label_values(&[backend, o]);
         }
         self.authn_cache_hits.with_label_values(&[backend]);
+        // The pool gauges exist whenever the directory backend does, before its first
+        // connection, so that dashboards show 0 rather than no data.
+        if backend == "ldap" {
+            for s in ["idle", "busy"] {
+                self.ldap_pool_connections.with_label_values(&[s]);
+            }
+        }
     }
 
     pub fn init_reload_source(&self, source: &str) {

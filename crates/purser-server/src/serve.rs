@@ -95,7 +95,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let signer = build::signer(&config)?;
     let jwks = build::jwks(&config, signer.as_ref())?;
     let built = build::components(&config, &metrics).await?;
-    let reloader = crate::reload::spawn(built.sources, metrics.clone());
+    let mut sources = built.sources;
+    let tls = tls_store(&config, &metrics)?;
+    if let Some(store) = &tls {
+        sources.extend(store.sources());
+    }
+    let reloader = crate::reload::spawn(sources, metrics.clone());
 
     let token = Arc::new(TokenState {
         issuer: config.token.issuer.clone(),
@@ -163,13 +168,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
     tracing::info!(
         listen = %config.server.listen,
+        scheme = if tls.is_some() { "https" } else { "http" },
         path = %config.server.path,
         issuer = %config.token.issuer,
         alg = signer.algorithm().as_str(),
         kid = purser_core::Signer::key_id(signer.as_ref()),
         "purser serving"
     );
-    http::serve_tokens(listener, app, terminate())
+    let acceptor = tls.map(crate::tls::acceptor);
+    http::serve_tokens(listener, app, acceptor, http::SHUTDOWN_GRACE, terminate())
         .await
         .map_err(|e| ServeError::Other(e.to_string()))?;
     let _ = stop_tx.send(true);
@@ -178,6 +185,33 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The certificate store of `server.tls`, when both files are set (validation refuses one
+/// without the other). Its first load is recorded like any reload source's.
+fn tls_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<Arc<crate::tls::CertStore>>, ServeError> {
+    let t = &config.server.tls;
+    if t.cert_file.as_os_str().is_empty() && t.key_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
+        return Err(ServeError::Other(
+            "server.tls: set both cert_file and key_file, or neither".into(),
+        ));
+    }
+    metrics.init_reload_source(crate::tls::SOURCE);
+    let store = crate::tls::CertStore::load(&t.cert_file, &t.key_file)
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    crate::reload::record(
+        metrics,
+        crate::tls::SOURCE,
+        &t.cert_file,
+        &Ok(store.summary()),
+    );
+    Ok(Some(store))
 }
 
 /// Logs which configuration file is in use.
