@@ -929,6 +929,15 @@ fn https_realm_serves_skopeo_through_the_registry_and_follows_certificate_renewa
     let text = metrics_text(&p);
     let reloads = parse_metrics(&text);
     assert!(
+        !reloads
+            .iter()
+            .any(|(k, v)| k.starts_with("purser_reloads_total")
+                && k.contains("source=\"tls\"")
+                && k.contains("outcome=\"failure\"")
+                && *v > 0.0),
+        "a renewal written key first, then certificate, must not count as a failure:\n{text}"
+    );
+    assert!(
         reloads
             .iter()
             .any(|(k, v)| k.starts_with("purser_reloads_total")

@@ -36,6 +36,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest certificate or key file read (a long chain is a few KiB).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
+/// A renewal writes two files: a key that does not match the certificate yet is waited for
+/// this long (the other file is probably being written) before the reload counts as failed.
+const PAIR_GRACE: Duration = Duration::from_secs(3);
+
 /// The reload metrics label of the certificate and key files.
 pub const SOURCE: &str = "tls";
 
@@ -99,10 +103,35 @@ fn describe(der: &[u8]) -> (String, Option<std::time::SystemTime>) {
     }
 }
 
+/// Why a pair did not load.
+enum PairError {
+    /// Both files parse, but the key is not the certificate's: possibly half of a renewal.
+    Mismatch(String),
+    Bad(String),
+}
+
+impl From<String> for PairError {
+    fn from(s: String) -> Self {
+        PairError::Bad(s)
+    }
+}
+
+impl PairError {
+    fn message(self) -> String {
+        match self {
+            PairError::Mismatch(m) | PairError::Bad(m) => m,
+        }
+    }
+}
+
 /// Reads and checks a certificate chain and its key: the chain must hold at least one
 /// certificate, the key must be one rustls signs with, and it must belong to the first
 /// certificate.
 pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
+    read_pair(cert_path, key_path).map_err(PairError::message)
+}
+
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, PairError> {
     let cert_pem = read_bounded(cert_path, "certificate file")?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
@@ -113,10 +142,10 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, Stri
             )
         })?;
     if chain.is_empty() {
-        return Err(format!(
+        return Err(PairError::Bad(format!(
             "{}: no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
             cert_path.display()
-        ));
+        )));
     }
     let key_pem = read_bounded(key_path, "key file")?;
     // The parse error is reported without its text: it could quote key material.
@@ -137,11 +166,11 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, Stri
     match pair.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => {
-            return Err(format!(
-                "{} does not belong to the first certificate of {}",
+            return Err(PairError::Mismatch(format!(
+                "the key {} does not belong to the first certificate of {}",
                 key_path.display(),
                 cert_path.display()
-            ))
+            )))
         }
     }
     Ok(pair)
@@ -162,7 +191,18 @@ impl CertStore {
     /// Reads both files again and swaps the new pair in when it is sound; returns a summary for
     /// the log, or the problem (the old pair stays).
     pub fn reload(&self) -> Result<String, String> {
-        let pair = load_pair(&self.cert_path, &self.key_path)?;
+        let started = std::time::Instant::now();
+        let pair = loop {
+            match read_pair(&self.cert_path, &self.key_path) {
+                Ok(pair) => break pair,
+                // Half of a renewal: the key and certificate are written one after the other.
+                // This runs on a blocking thread of the reload task, so waiting here is fine.
+                Err(PairError::Mismatch(_)) if started.elapsed() < PAIR_GRACE => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.message()),
+            }
+        };
         let summary = summary(&pair);
         self.current.store(Arc::new(pair));
         Ok(summary)
@@ -319,6 +359,27 @@ mod tests {
         let summary = store.reload().unwrap();
         assert!(summary.contains("second"), "{summary}");
         assert_ne!(store.fingerprint(), first);
+        assert_eq!(store.fingerprint(), fingerprint_of(&der_of(&cert2)));
+    }
+
+    #[test]
+    fn a_renewal_caught_between_its_two_files_waits_for_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = openssl_pair(dir.path(), "a", "first");
+        let store = CertStore::load(&cert, &key).unwrap();
+        let (cert2, key2) = openssl_pair(dir.path(), "b", "second");
+        std::fs::copy(&key2, &key).unwrap();
+        let writer = {
+            let (cert, cert2) = (cert.clone(), cert2.clone());
+            std::thread::spawn(move || {
+                // The certificate lands a moment after the key, as an ACME client writes them.
+                std::thread::sleep(Duration::from_millis(300));
+                std::fs::copy(&cert2, &cert).unwrap();
+            })
+        };
+        let summary = store.reload().unwrap();
+        writer.join().unwrap();
+        assert!(summary.contains("second"), "{summary}");
         assert_eq!(store.fingerprint(), fingerprint_of(&der_of(&cert2)));
     }
 
