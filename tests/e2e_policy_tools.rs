@@ -310,7 +310,11 @@ fn policy_test_exits_0_on_passing_cases_and_1_with_a_readable_diff_on_failing_on
     let got: Vec<&str> = stdout.lines().collect();
     assert_eq!(got, want, "the failures, one line each, then the summary");
 
-    // A case file that does not parse is a failure of the command, said with its line.
+    // A case file that cannot be read, or does not parse, is a failure of the command, said
+    // with its file (and line).
+    let (code, _, stderr) = purser_out(&["policy", "test", "--config", &cfg, "no-such-cases.yaml"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no-such-cases.yaml"), "{stderr}");
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         bad.path(),

@@ -89,10 +89,9 @@ pub fn check(config: &Config) -> Vec<String> {
     problems
 }
 
+/// Reads the policy the way the server does, with the size bound applied while reading.
 fn load_policy(path: &Path) -> Result<Policy, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Policy::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())
+    Policy::from_file(path).map_err(|e| e.to_string())
 }
 
 /// `purser policy explain`: one line per scope, from the same decision the server makes.
@@ -128,9 +127,7 @@ pub fn explain(
 /// `purser policy test`: (cases passed, rendered failures).
 pub fn policy_test(config: &Config, cases: &Path) -> Result<(usize, Vec<String>), String> {
     let policy = load_policy(&config.authz.policy_file)?;
-    let text = std::fs::read_to_string(cases)
-        .map_err(|e| format!("cannot read {}: {e}", cases.display()))?;
-    let file = CaseFile::parse(&text, &cases.display().to_string()).map_err(|e| e.to_string())?;
+    let file = CaseFile::from_file(cases).map_err(|e| e.to_string())?;
     let service = config
         .token
         .service
