@@ -161,4 +161,11 @@ fn ldap_backend_wrong_password_and_unknown_user_take_the_same_time() {
     );
     let p = Purser::start(c, &[]);
     assert_indistinguishable("ldap", &p, "alice", "mallory");
+    // Neither the service account's password nor the guesses reach the (debug) log.
+    let log = p.log_text();
+    assert!(
+        !log.contains(slapd::SERVICE_PASSWORD),
+        "the bind password was logged"
+    );
+    assert!(!log.contains("wrong-password"), "a password was logged");
 }
