@@ -186,6 +186,9 @@ pub struct Row {
     pub result: LoadResult,
     /// Server CPU over the window, percent of one core.
     pub cpu_percent: Option<f64>,
+    /// Answers per second of server CPU: the server's efficiency, whatever else ran.
+    #[serde(default)]
+    pub per_cpu_second: Option<f64>,
     pub peak_rss_mib: Option<f64>,
 }
 
@@ -199,6 +202,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub checks: Vec<Check>,
     pub wall_secs: f64,
+    /// `/proc/loadavg` before and after: other work on the machine shows here.
+    #[serde(default)]
+    pub loadavg: (String, String),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -560,10 +566,15 @@ fn run_scenario(
     let cpu_percent = result
         .server_cpu_secs
         .map(|c| c / result.window_secs * 100.0);
+    let per_cpu_second = result
+        .server_cpu_secs
+        .filter(|c| *c > 0.0)
+        .map(|c| result.ok as f64 / c);
     Ok(Row {
         scenario: s.clone(),
         result,
         cpu_percent,
+        per_cpu_second,
         peak_rss_mib,
     })
 }
@@ -593,6 +604,7 @@ fn rates(opts: &Options, t: &Timing, p: &Prepared) -> anyhow::Result<Vec<Rate>> 
 /// Runs everything and returns the report (also written to `work/report.json`).
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let load_before = loadavg();
     let t = opts.timing();
     let p = prepare(opts, &t)?;
     eprintln!("purser-bench: measuring the raw rates of one core");
@@ -620,12 +632,19 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         rows,
         checks,
         wall_secs: started.elapsed().as_secs_f64(),
+        loadavg: (load_before, loadavg()),
     };
     std::fs::write(
         opts.work.join("report.json"),
         serde_json::to_vec_pretty(&report)?,
     )?;
     Ok(report)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
@@ -786,32 +805,47 @@ pub fn render(r: &Report) -> String {
         },
         r.wall_secs
     );
-    let _ = writeln!(s, "| one core, nothing else | per second |\n| --- | ---: |");
+    let _ = writeln!(
+        s,
+        "load average (1, 5, 15 min) before: {}; after: {}\n",
+        r.loadavg.0, r.loadavg.1
+    );
+    let _ = writeln!(
+        s,
+        "| one core, nothing else | per second | per CPU-second |\n| --- | ---: | ---: |"
+    );
     for rate in &r.rates {
-        let _ = writeln!(s, "| {} | {:.0} |", rate.what, rate.per_second);
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {} |",
+            rate.what,
+            rate.per_second,
+            fmt_opt(rate.per_cpu_second, 0)
+        );
     }
     let _ = writeln!(
         s,
-        "\n| scenario | conns | tokens/s | p50 ms | p99 ms | server CPU % | peak RSS MiB | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "\n| scenario | conns | tokens/s | p50 ms | p99 ms | server CPU % | tokens/CPU-s | peak RSS MiB | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for row in &r.rows {
         let res = &row.result;
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
             row.scenario.name,
             row.scenario.connections,
             res.per_second,
             res.latency.p50_ms,
             res.latency.p99_ms,
             fmt_opt(row.cpu_percent, 0),
+            fmt_opt(row.per_cpu_second, 0),
             fmt_opt(row.peak_rss_mib, 1),
             res.errors
         );
         if let Some(p) = &res.probe {
             let _ = writeln!(
                 s,
-                "| ... /healthz every 10 ms meanwhile | 1 | - | {:.2} | {:.2} | | | |",
+                "| ... /healthz every 10 ms meanwhile | 1 | - | {:.2} | {:.2} | | | | |",
                 p.p50_ms, p.p99_ms
             );
         }
@@ -877,6 +911,7 @@ mod tests {
                 ..Default::default()
             },
             cpu_percent: Some(99.0),
+            per_cpu_second: Some(per_second / 0.99),
             peak_rss_mib: Some(20.0),
         }
     }
@@ -888,6 +923,7 @@ mod tests {
             count: 1,
             secs: 1.0,
             per_second: 1000.0,
+            per_cpu_second: None,
         }];
         let rows = vec![
             row_of("warm RS256 c16", 850.0, 30.0),
@@ -915,9 +951,10 @@ mod tests {
             rows,
             checks: c,
             wall_secs: 1.0,
+            loadavg: ("0.1 0.2 0.3".into(), "1.0 0.5 0.4".into()),
         });
         assert!(
-            text.contains("| warm RS256 c16 | 16 | 850 | 15.00 | 30.00 | 99 | 20.0 | 0 |"),
+            text.contains("| warm RS256 c16 | 16 | 850 | 15.00 | 30.00 | 99 | 859 | 20.0 | 0 |"),
             "{text}"
         );
         assert!(

@@ -14,6 +14,10 @@ pub struct Rate {
     pub count: u64,
     pub secs: f64,
     pub per_second: f64,
+    /// Per second of CPU the loop actually got (differs from `per_second` when the core is
+    /// shared with other work).
+    #[serde(default)]
+    pub per_cpu_second: Option<f64>,
 }
 
 /// Claims the size of a one-scope access token.
@@ -37,6 +41,7 @@ pub fn sample_claims() -> Claims {
 /// Runs `op` for about `secs`, at least once.
 fn rate(what: String, secs: Duration, mut op: impl FnMut()) -> Rate {
     let start = Instant::now();
+    let cpu_before = crate::procstat::cpu_seconds(std::process::id()).ok();
     let mut count = 0u64;
     loop {
         op();
@@ -46,11 +51,17 @@ fn rate(what: String, secs: Duration, mut op: impl FnMut()) -> Rate {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(crate::procstat::cpu_seconds(std::process::id()).ok())
+        .map(|(b, a)| a - b)
+        // Clock ticks are 10 ms: too coarse for very short loops.
+        .filter(|c| *c >= 0.5);
     Rate {
         what,
         count,
         secs: elapsed,
         per_second: count as f64 / elapsed,
+        per_cpu_second: cpu.map(|c| count as f64 / c),
     }
 }
 

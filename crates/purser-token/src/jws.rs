@@ -22,6 +22,9 @@ pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 /// load; signing a token costs one signature.
 pub struct JwsSigner {
     key: SigningKey,
+    /// The same key in ring's form, for the algorithms where ring signs several times faster
+    /// (RSA and ECDSA: assembly field arithmetic); `None` for Ed25519 or a key ring refuses.
+    fast: Option<FastKey>,
     public: PublicKey,
     kid: String,
     /// `base64url(header JSON) + "."`.
@@ -60,8 +63,10 @@ impl JwsSigner {
         let header_json = serde_json::to_vec(&Value::Object(header)).expect("header serializes");
         let header_prefix = format!("{}.", BASE64URL_NOPAD.encode(&header_json));
         let jwk = crate::jwk::jwk_of(&public, mode, &chain);
+        let fast = FastKey::of(&key);
         Ok(JwsSigner {
             key,
+            fast,
             public,
             kid,
             header_prefix,
@@ -115,7 +120,21 @@ impl JwsSigner {
         &self.chain
     }
 
+    /// Whether signatures are made by ring (`true`) or by the RustCrypto types.
+    #[doc(hidden)]
+    pub fn uses_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
     fn raw_sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        if let Some(fast) = &self.fast {
+            return fast.sign(msg);
+        }
+        self.raw_sign_portable(msg)
+    }
+
+    /// Signing with the RustCrypto types: Ed25519 always, other keys when ring refused them.
+    fn raw_sign_portable(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         let crypto = |e: rsa::signature::Error| SignError::Crypto(e.to_string());
         Ok(match &self.key.inner {
             // Blinded with fresh randomness, so the time taken does not follow the private key.
@@ -150,6 +169,66 @@ impl JwsSigner {
             }
             PublicKey::Ed25519(k) => ed25519_dalek::Signature::from_slice(sig)
                 .is_ok_and(|s| k.verify_strict(msg, &s).is_ok()),
+        }
+    }
+}
+
+/// A signing key parsed by ring. ring's RSA and ECDSA signing run on assembly field arithmetic
+/// and are several times faster than the portable code (docs/performance.md has the figures).
+/// Signatures are standard: RSASSA-PKCS1-v1_5 with SHA-256 (deterministic, blinded) and ECDSA
+/// with fixed-size `r || s` and a nonce from the system RNG mixed with the key and message.
+enum FastKey {
+    Rsa(ring::signature::RsaKeyPair, ring::rand::SystemRandom),
+    Ecdsa(ring::signature::EcdsaKeyPair, ring::rand::SystemRandom),
+}
+
+impl FastKey {
+    /// The key in ring's form, or `None` when ring has no faster path or refuses the key (an
+    /// RSA modulus over 4096 bits, say): the portable signer then serves.
+    fn of(key: &SigningKey) -> Option<FastKey> {
+        use ring::signature::{
+            EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+            ECDSA_P384_SHA384_FIXED_SIGNING,
+        };
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use sec1::pkcs8::EncodePrivateKey;
+        let rng = ring::rand::SystemRandom::new();
+        // The DER documents below are zeroized when dropped.
+        match &key.inner {
+            PrivateKey::Rsa(k) => {
+                let private: &rsa::RsaPrivateKey = k.as_ref().as_ref();
+                let der = private.to_pkcs1_der().ok()?;
+                RsaKeyPair::from_der(der.as_bytes())
+                    .ok()
+                    .map(|k| FastKey::Rsa(k, rng))
+            }
+            PrivateKey::P256(k) => {
+                let der = p256::SecretKey::from(k).to_pkcs8_der().ok()?;
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes(), &rng)
+                    .ok()
+                    .map(|k| FastKey::Ecdsa(k, rng))
+            }
+            PrivateKey::P384(k) => {
+                let der = p384::SecretKey::from(k).to_pkcs8_der().ok()?;
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der.as_bytes(), &rng)
+                    .ok()
+                    .map(|k| FastKey::Ecdsa(k, rng))
+            }
+            // ed25519-dalek signs faster than ring's Ed25519 here (docs/performance.md).
+            PrivateKey::Ed25519(_) => None,
+        }
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        let failed = |_| SignError::Crypto("signing failed".into());
+        match self {
+            FastKey::Rsa(k, rng) => {
+                let mut sig = vec![0u8; k.public().modulus_len()];
+                k.sign(&ring::signature::RSA_PKCS1_SHA256, rng, msg, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
+            }
+            FastKey::Ecdsa(k, rng) => Ok(k.sign(rng, msg).map_err(failed)?.as_ref().to_vec()),
         }
     }
 }
@@ -331,6 +410,68 @@ mod tests {
         let mut bad = t.clone();
         bad.replace_range(t.len() - 4.., "AAAA");
         assert_eq!(s.verify(&bad), Err(VerifyError::BadSignature));
+    }
+
+    #[test]
+    fn ring_signs_rsa_and_ecdsa_and_agrees_with_the_portable_signer() {
+        for alg in [Alg::Rs256, Alg::Es256, Alg::Es384, Alg::EdDsa] {
+            let s = signer(alg);
+            assert_eq!(s.uses_fast_path(), alg != Alg::EdDsa, "{alg}");
+            let signing_input = format!("{}e30", s.header_prefix);
+            let fast = s.raw_sign(signing_input.as_bytes()).unwrap();
+            let portable = s.raw_sign_portable(signing_input.as_bytes()).unwrap();
+            assert_eq!(fast.len(), portable.len(), "{alg}");
+            // Each verifies under the public key, through the portable verifier.
+            for sig in [&fast, &portable] {
+                let token = format!("{signing_input}.{}", BASE64URL_NOPAD.encode(sig));
+                assert_eq!(s.verify(&token).unwrap(), b"{}", "{alg}");
+            }
+            if alg == Alg::Rs256 {
+                // PKCS#1 v1.5 is deterministic: both implementations give the same bytes.
+                assert_eq!(fast, portable);
+            }
+        }
+    }
+
+    #[test]
+    fn ring_signs_keys_loaded_from_every_pem_form() {
+        // SEC1 and PKCS#8 EC keys, PKCS#1 RSA keys: all end on the fast path.
+        let ec = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let sec1 = {
+            use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+            use sec1::der::Encode as _;
+            let scalar = ec.to_bytes();
+            let point = ec.public_key().to_encoded_point(false);
+            // As `openssl ecparam -genkey` writes it: named curve and public key included.
+            let der = sec1::EcPrivateKey {
+                private_key: &scalar,
+                parameters: Some(sec1::EcParameters::NamedCurve(
+                    "1.2.840.10045.3.1.7".parse().unwrap(),
+                )),
+                public_key: Some(point.as_bytes()),
+            }
+            .to_der()
+            .unwrap();
+            pem::encode(&pem::Pem::new("EC PRIVATE KEY", der))
+        };
+        let s = JwsSigner::from_pem(&sec1, None, KeyIdMode::Libtrust).unwrap();
+        assert!(s.uses_fast_path());
+        let t = s.sign_payload(b"{}").unwrap();
+        assert_eq!(s.verify(&t).unwrap(), b"{}");
+
+        let rsa = crate::generate::generate_key(Alg::Rs256).unwrap();
+        let PrivateKey::Rsa(k) = &rsa.inner else {
+            unreachable!()
+        };
+        let private: &rsa::RsaPrivateKey = k.as_ref().as_ref();
+        let pkcs1 = {
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            private.to_pkcs1_pem(Default::default()).unwrap()
+        };
+        let s = JwsSigner::from_pem(&pkcs1, None, KeyIdMode::Libtrust).unwrap();
+        assert!(s.uses_fast_path());
+        let t = s.sign_payload(b"{}").unwrap();
+        assert_eq!(s.verify(&t).unwrap(), b"{}");
     }
 
     #[test]
