@@ -1,11 +1,15 @@
 //! Stored password hashes: recognising the formats Apache's `htpasswd` writes and checking a
-//! password against them. Everything here is CPU work: callers run it on `spawn_blocking`.
+//! password against them. Everything here is CPU work: callers run it through [`run_limited`],
+//! on `spawn_blocking` and under the shared [`hash_limiter`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use crate::{apr1, des_crypt};
 
@@ -195,6 +199,18 @@ pub struct HashWork {
     bcrypt_checks: AtomicU64,
     bcrypt_cost_total: AtomicU64,
     other_checks: AtomicU64,
+    /// Checks running right now, and the most ever seen at once.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+}
+
+/// Marks one check as running while it lives.
+struct InFlight<'a>(&'a HashWork);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A snapshot of [`HashWork`].
@@ -217,6 +233,16 @@ impl HashWork {
     fn count_other(&self) {
         self.other_checks.fetch_add(1, Ordering::Relaxed);
     }
+    fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(self)
+    }
+    /// The most checks that ever ran at the same time.
+    #[cfg(test)]
+    pub(crate) fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Acquire)
+    }
     pub fn snapshot(&self) -> HashWorkSnapshot {
         HashWorkSnapshot {
             bcrypt_checks: self.bcrypt_checks.load(Ordering::Relaxed),
@@ -224,6 +250,43 @@ impl HashWork {
             other_checks: self.other_checks.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A limiter for password checks: one permit per CPU this process may use
+/// (`available_parallelism`, which follows CPU affinity and cgroup quotas), at least one.
+///
+/// Give the same limiter to every hashing backend
+/// ([`crate::StaticAuthenticator::with_hash_limiter`],
+/// [`crate::HtpasswdAuthenticator::with_hash_limiter`]): logins beyond the number of cores
+/// then wait their turn in the semaphore (first come, first served) instead of as runnable
+/// threads competing with the async workers, so the server keeps answering (`/healthz`, cache
+/// hits) while bcrypt saturates the cores, at the same login throughput.
+pub fn hash_limiter() -> Arc<Semaphore> {
+    let permits = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    Arc::new(Semaphore::new(permits.max(1)))
+}
+
+/// Runs one password check on the blocking pool, after taking a permit of `limiter` (held
+/// until the check ends). `None` if the check could not run (the limiter was closed or the
+/// check panicked).
+pub(crate) async fn run_limited<T, F>(
+    limiter: &Arc<Semaphore>,
+    work: &Arc<HashWork>,
+    check: F,
+) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&HashWork) -> T + Send + 'static,
+{
+    let permit = Arc::clone(limiter).acquire_owned().await.ok()?;
+    let work = Arc::clone(work);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let _running = work.enter();
+        check(&work)
+    })
+    .await
+    .ok()
 }
 
 /// Encodes `n` 6-bit groups of `v`, lowest first, in the crypt alphabet.

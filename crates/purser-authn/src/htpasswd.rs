@@ -15,9 +15,12 @@ use async_trait::async_trait;
 use purser_core::{
     Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, Reloadable,
 };
+use tokio::sync::Semaphore;
 
 use crate::error::{HtpasswdError, LoadIssue, Severity};
-use crate::hash::{dummy_bcrypt, verify_bcrypt, HashWork, HashWorkSnapshot, StoredHash};
+use crate::hash::{
+    dummy_bcrypt, hash_limiter, run_limited, verify_bcrypt, HashWork, HashWorkSnapshot, StoredHash,
+};
 use crate::htgroup::HtgroupDb;
 
 /// Largest htpasswd or htgroup file accepted.
@@ -261,6 +264,7 @@ pub struct HtpasswdAuthenticator {
     users: Arc<Reloadable<HtpasswdDb>>,
     groups: Arc<Reloadable<HtgroupDb>>,
     work: Arc<HashWork>,
+    limiter: Arc<Semaphore>,
 }
 
 impl fmt::Debug for HtpasswdAuthenticator {
@@ -278,7 +282,15 @@ impl HtpasswdAuthenticator {
             users,
             groups,
             work: Arc::new(HashWork::default()),
+            limiter: hash_limiter(),
         }
+    }
+
+    /// Runs the password checks under `limiter`, shared with the other hashing backends (see
+    /// [`hash_limiter`]), instead of this backend's own.
+    pub fn with_hash_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// The password checks run so far.
@@ -299,17 +311,16 @@ impl Authenticator for HtpasswdAuthenticator {
 
     async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
         let db = self.users.load();
-        let work = Arc::clone(&self.work);
         let creds_owned = creds.clone();
-        let verdict = tokio::task::spawn_blocking(move || {
+        let verdict = run_limited(&self.limiter, &self.work, move |work| {
             db.check(
                 &creds_owned.username,
                 creds_owned.password.expose().as_bytes(),
-                &work,
+                work,
             )
         })
         .await
-        .map_err(|_| BackendError::Unavailable {
+        .ok_or_else(|| BackendError::Unavailable {
             backend: "htpasswd",
             reason: "the password check did not complete".to_owned(),
         })?;
@@ -400,6 +411,40 @@ mod tests {
         assert_eq!(db.check("nobody", &long, &work), None);
         let done = work.snapshot();
         assert_eq!((done.bcrypt_checks, done.other_checks), (2, 0));
+    }
+
+    /// The htpasswd backend takes a permit of the limiter for every check, unknown users
+    /// included: under one permit, never two hashes at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_limiter_of_one_runs_one_check_at_a_time() {
+        let hash = crate::hash_password("right", 6).unwrap();
+        let text = format!("alice:{hash}\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+        let (db, _) = HtpasswdDb::parse(&text, "f").unwrap();
+        let limiter = Arc::new(tokio::sync::Semaphore::new(1));
+        let auth = Arc::new(
+            HtpasswdAuthenticator::new(
+                Arc::new(Reloadable::new(db)),
+                Arc::new(Reloadable::new(HtgroupDb::empty())),
+            )
+            .with_hash_limiter(Arc::clone(&limiter)),
+        );
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move {
+                    let user = ["alice", "nobody", "carol", "alice"][i % 4];
+                    auth.authenticate(&purser_core::Credentials::new(user, "right"))
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let done = auth.hash_work();
+        assert_eq!((done.bcrypt_checks, done.other_checks), (12, 4));
+        assert_eq!(auth.work.peak_in_flight(), 1);
+        assert_eq!(limiter.available_permits(), 1);
     }
 
     #[test]

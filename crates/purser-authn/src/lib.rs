@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Password hashing (bcrypt above all) is CPU work: every backend runs it on
-//! `tokio::task::spawn_blocking`, never on the async workers. Unknown users cost the same
+//! `tokio::task::spawn_blocking`, never on the async workers, and no more checks run at once
+//! than the semaphore the backends share allows ([`hash_limiter`]: one per CPU). Unknown users cost the same
 //! bcrypt work as known users with a wrong password, so timing does not reveal accounts.
 #![forbid(unsafe_code)]
 
@@ -41,7 +42,7 @@ pub mod static_users;
 pub use cache::{Cached, CredentialCache};
 pub use chain::{Attempt, Chain, ChainDecision, ChainResult};
 pub use error::{AuthnError, HtpasswdError, LoadIssue, Severity};
-pub use hash::{HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST};
+pub use hash::{hash_limiter, HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST};
 pub use htgroup::HtgroupDb;
 pub use htpasswd::{HtpasswdAuthenticator, HtpasswdDb};
 pub use static_users::{hash_password, StaticAuthenticator, StaticUserEntry};

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity};
+use tokio::sync::Semaphore;
 
 use crate::error::AuthnError;
 use crate::hash::{
-    bcrypt_cost, dummy_bcrypt, verify_bcrypt, HashWork, HashWorkSnapshot, BCRYPT_MAX_COST,
-    BCRYPT_MIN_COST,
+    bcrypt_cost, dummy_bcrypt, hash_limiter, run_limited, verify_bcrypt, HashWork,
+    HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST,
 };
 use crate::htpasswd::DEFAULT_DUMMY_COST;
 
@@ -49,6 +50,7 @@ struct Users {
 pub struct StaticAuthenticator {
     users: Arc<Users>,
     work: Arc<HashWork>,
+    limiter: Arc<Semaphore>,
 }
 
 impl fmt::Debug for StaticAuthenticator {
@@ -101,7 +103,15 @@ impl StaticAuthenticator {
                 dummy_cost,
             }),
             work: Arc::new(HashWork::default()),
+            limiter: hash_limiter(),
         })
+    }
+
+    /// Runs the password checks under `limiter`, shared with the other hashing backends (see
+    /// [`hash_limiter`]), instead of this backend's own.
+    pub fn with_hash_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// The password checks run so far.
@@ -127,13 +137,12 @@ impl Authenticator for StaticAuthenticator {
 
     async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
         let users = Arc::clone(&self.users);
-        let work = Arc::clone(&self.work);
         let creds = creds.clone();
-        tokio::task::spawn_blocking(move || {
+        run_limited(&self.limiter, &self.work, move |work| {
             let password = creds.password.expose().as_bytes();
             match users.by_name.get(&creds.username) {
                 Some(user) => {
-                    if verify_bcrypt(password, &user.hash, user.cost, &work) {
+                    if verify_bcrypt(password, &user.hash, user.cost, work) {
                         AuthnOutcome::Accepted(Identity::new(
                             creds.username.clone(),
                             user.groups.clone(),
@@ -143,13 +152,13 @@ impl Authenticator for StaticAuthenticator {
                     }
                 }
                 None => {
-                    verify_bcrypt(password, &users.dummy, users.dummy_cost, &work);
+                    verify_bcrypt(password, &users.dummy, users.dummy_cost, work);
                     AuthnOutcome::UnknownUser
                 }
             }
         })
         .await
-        .map_err(|_| BackendError::Unavailable {
+        .ok_or_else(|| BackendError::Unavailable {
             backend: "static",
             reason: "the password check did not complete".to_owned(),
         })
@@ -190,6 +199,45 @@ pub fn hash_password(password: &str, cost: u32) -> Result<String, AuthnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sixteen logins at once (known, wrong and unknown users) under a limiter of one permit:
+    /// the checks queue, never two hashes run at the same time, and each still runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_limiter_of_one_runs_one_check_at_a_time() {
+        let auth = StaticAuthenticator::new(vec![StaticUserEntry {
+            name: "alice".into(),
+            password_hash: hash_password("right", 6).unwrap(),
+            groups: vec![],
+        }])
+        .unwrap();
+        let limiter = Arc::new(Semaphore::new(1));
+        let auth = Arc::new(auth.with_hash_limiter(Arc::clone(&limiter)));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move {
+                    let (user, pass) = match i % 3 {
+                        0 => ("alice", "right"),
+                        1 => ("alice", "wrong"),
+                        _ => ("nobody", "right"),
+                    };
+                    auth.authenticate(&Credentials::new(user, pass)).await
+                })
+            })
+            .collect();
+        let mut outcomes = [0usize; 3];
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                AuthnOutcome::Accepted(_) => outcomes[0] += 1,
+                AuthnOutcome::Rejected => outcomes[1] += 1,
+                AuthnOutcome::UnknownUser => outcomes[2] += 1,
+            }
+        }
+        assert_eq!(outcomes, [6, 5, 5]);
+        assert_eq!(auth.hash_work().bcrypt_checks, 16);
+        assert_eq!(auth.work.peak_in_flight(), 1);
+        assert_eq!(limiter.available_permits(), 1, "every permit is given back");
+    }
 
     #[test]
     fn bad_hash_names_the_user_not_the_hash() {

@@ -234,6 +234,8 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
     let mut flags = Vec::new();
     let mut backends: Vec<Arc<dyn Authenticator>> = Vec::new();
     let ttl = config.authn.cache_ttl.0;
+    // One bound on password hashing for every hashing backend: at most one check per CPU.
+    let hash_limiter = purser_authn::hash_limiter();
     for kind in &config.authn.order {
         let backend: Arc<dyn Authenticator> = match kind {
             BackendKind::Static => {
@@ -251,7 +253,8 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
                     .collect();
                 Arc::new(
                     StaticAuthenticator::new(users)
-                        .map_err(|e| BuildError::Backend(format!("authn.static: {e}")))?,
+                        .map_err(|e| BuildError::Backend(format!("authn.static: {e}")))?
+                        .with_hash_limiter(Arc::clone(&hash_limiter)),
                 )
             }
             BackendKind::Htpasswd => {
@@ -292,7 +295,10 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
                     flags.push(loaded);
                     groups
                 };
-                Arc::new(HtpasswdAuthenticator::new(users, groups))
+                Arc::new(
+                    HtpasswdAuthenticator::new(users, groups)
+                        .with_hash_limiter(Arc::clone(&hash_limiter)),
+                )
             }
             BackendKind::Ldap => {
                 let Some(l) = &config.authn.ldap else {
