@@ -74,10 +74,6 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
         .unwrap_or(peer)
 }
 
-fn request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 impl App {
     async fn route(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_string();
@@ -193,19 +189,8 @@ fn audit_record(
     outcome: RequestOutcome,
     err: Option<&ApiError>,
 ) {
-    let scopes: Vec<serde_json::Value> = a
-        .decisions
-        .iter()
-        .map(|(scope, grant)| {
-            serde_json::json!({
-                "scope": scope.to_string(),
-                "granted": grant.actions,
-                "rule": grant.rule.as_ref().map(|r| serde_json::json!({"index": r.index, "name": r.name})),
-            })
-        })
-        .collect();
-    let scopes = serde_json::Value::Array(scopes).to_string();
-    let groups = serde_json::json!(a.groups).to_string();
+    let scopes = scopes_json(&a.decisions);
+    let groups = serde_json::to_string(&a.groups).unwrap_or_default();
     let error = err.map(|e| format!("{:?}", e.status())).unwrap_or_default();
     tracing::info!(
         target: "purser::audit",
@@ -219,6 +204,70 @@ fn audit_record(
         status = %error,
         "token request"
     );
+}
+
+/// The audit record's `scopes` field: a JSON array with, per requested scope,
+/// `{"granted":[..],"rule":{"index":N,"name":".."}|null,"scope":".."}` (keys in this order),
+/// written straight into one buffer.
+fn scopes_json(decisions: &[(purser_core::ResourceScope, purser_core::Grant)]) -> String {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut out: Vec<u8> = Vec::with_capacity(2 + 96 * decisions.len());
+    let mut scope_text = String::new();
+    out.push(b'[');
+    for (i, (scope, grant)) in decisions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"granted\":");
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &grant.actions);
+        out.extend_from_slice(b",\"rule\":");
+        match &grant.rule {
+            Some(rule) => {
+                let _ = write!(out, "{{\"index\":{},\"name\":", rule.index);
+                let _ = serde_json::to_writer(&mut out, &rule.name);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"scope\":");
+        scope_text.clear();
+        let _ = write!(scope_text, "{scope}");
+        let _ = serde_json::to_writer(&mut out, &scope_text);
+        out.push(b'}');
+    }
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A request id: 64 random bits, shown as 16 hex digits, formatted only where it is written.
+#[derive(Clone, Copy)]
+struct RequestId(u64);
+
+impl RequestId {
+    fn new() -> Self {
+        RequestId(rand::random())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl RequestId {
+    /// The `x-request-id` header value, without a heap string.
+    fn header_value(self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 16];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
 }
 
 type Svc = tower::util::BoxCloneService<Request<Incoming>, Response<Body>, Infallible>;
@@ -240,7 +289,7 @@ fn stack(app: Arc<App>, peer: SocketAddr, limit: tower::limit::ConcurrencyLimitL
     let svc = tower::service_fn(move |req: Request<Incoming>| {
         let inner = inner.clone();
         let realm = realm.clone();
-        let id = request_id();
+        let id = RequestId::new();
         let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
         async move {
             tracing::debug!("request received");
@@ -248,9 +297,7 @@ fn stack(app: Arc<App>, peer: SocketAddr, limit: tower::limit::ConcurrencyLimitL
                 Ok(r) => r,
                 Err(e) => shed_or_timeout(e, &realm),
             };
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                resp.headers_mut().insert("x-request-id", v);
-            }
+            resp.headers_mut().insert("x-request-id", id.header_value());
             Ok::<_, Infallible>(resp)
         }
         .instrument(span)
@@ -404,6 +451,76 @@ pub async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use purser_core::{Grant, ResourceScope, RuleRef};
+
+    /// The audit record's scopes, as a JSON value tree would render them.
+    fn scopes_via_value(decisions: &[(ResourceScope, Grant)]) -> String {
+        let items: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|(scope, grant)| {
+                let rule = grant
+                    .rule
+                    .as_ref()
+                    .map(|r| serde_json::json!({"index": r.index, "name": r.name}));
+                serde_json::json!({"scope": scope.to_string(), "granted": grant.actions, "rule": rule})
+            })
+            .collect();
+        serde_json::Value::Array(items).to_string()
+    }
+
+    #[test]
+    fn scopes_are_written_as_a_json_value_would_be() {
+        let scope = |s: &str| s.parse::<ResourceScope>().unwrap();
+        let rule = |index, name: &str| {
+            Some(RuleRef {
+                index,
+                name: name.into(),
+            })
+        };
+        let cases: Vec<Vec<(ResourceScope, Grant)>> = vec![
+            vec![],
+            vec![(scope("repository:team/app:pull,push"), Grant::none())],
+            vec![
+                (
+                    scope("repository:team/app:pull,push"),
+                    Grant {
+                        actions: vec!["pull".into()],
+                        rule: rule(3, "team \"read\"\\ \u{1}\t\u{7f} é"),
+                    },
+                ),
+                (
+                    scope("registry:catalog:*"),
+                    Grant {
+                        actions: vec!["*".into()],
+                        rule: rule(0, ""),
+                    },
+                ),
+                (
+                    scope("repository:library/alpine:pull"),
+                    Grant {
+                        actions: vec![],
+                        rule: rule(usize::MAX, "deny"),
+                    },
+                ),
+            ],
+        ];
+        for decisions in cases {
+            let written = scopes_json(&decisions);
+            assert_eq!(written, scopes_via_value(&decisions));
+            let parsed: serde_json::Value = serde_json::from_str(&written).unwrap();
+            assert_eq!(parsed.as_array().unwrap().len(), decisions.len());
+        }
+    }
+
+    #[test]
+    fn request_ids_are_sixteen_hex_digits_in_log_and_header() {
+        for n in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = RequestId(n);
+            let shown = id.to_string();
+            assert_eq!(shown, format!("{n:016x}"));
+            assert_eq!(id.header_value().to_str().unwrap(), shown);
+        }
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
