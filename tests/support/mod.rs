@@ -11,6 +11,8 @@
 pub mod ops;
 
 pub mod clients;
+// The throwaway OpenLDAP harness of purser-authn's own tests, shared rather than copied.
+#[path = "../../crates/purser-authn/tests/support/slapd.rs"]
 pub mod slapd;
 
 use std::collections::BTreeMap;
