@@ -245,16 +245,23 @@ pub fn set_path(config: &mut Value, path: &str, value: Value) {
     cur[parts[parts.len() - 1]] = value;
 }
 
-impl Purser {
-    /// Starts purser with `config` (JSON written as the YAML config file) plus its listen
-    /// addresses and `log.level: debug`, and `files` (relative path, content) written beside it.
-    /// The policy file `policy.yaml` is [`POLICY`] unless `files` holds one. When the config
-    /// does not generate its key and `files` holds none at the key path, an RSA key and its
-    /// self-signed certificate (`signing.crt` beside it) are made with openssl: key generation
-    /// is purser's own job only in the tests that are about it.
-    pub fn start(mut config: Value, files: &[(&str, &str)]) -> Purser {
+/// A purser folder made ready to start: the config (with free listen ports and
+/// `log.level: debug`) and `files` written into a fresh temporary folder, the policy defaulting
+/// to [`POLICY`], and an openssl RSA key and certificate when the config does not generate its
+/// key and `files` holds none at the key path (key generation is purser's own job only in the
+/// tests that are about it).
+pub struct Prepared {
+    pub dir: TempDir,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub cfg_path: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl Prepared {
+    pub fn new(mut config: Value, files: &[(&str, &str)], prefix: &str) -> Prepared {
         let dir = tempfile::Builder::new()
-            .prefix("purser-e2e-")
+            .prefix(prefix)
             .tempdir()
             .expect("tempdir");
         let port = free_port();
@@ -291,13 +298,32 @@ impl Purser {
         let text = serde_json::to_string_pretty(&config).expect("json");
         fs::write(&cfg_path, text).expect("write config");
         let key_file = dir.path().join(key_rel);
-        let cwd = dir.path().to_path_buf();
+        Prepared {
+            dir,
+            port,
+            metrics_port,
+            cfg_path,
+            key_file,
+        }
+    }
+}
+
+impl Purser {
+    /// Starts purser with `config` (JSON written as the YAML config file) plus its listen
+    /// addresses and `log.level: debug`, and `files` (relative path, content) written beside it.
+    /// The policy file `policy.yaml` is [`POLICY`] unless `files` holds one. When the config
+    /// does not generate its key and `files` holds none at the key path, an RSA key and its
+    /// self-signed certificate (`signing.crt` beside it) are made with openssl: key generation
+    /// is purser's own job only in the tests that are about it.
+    pub fn start(config: Value, files: &[(&str, &str)]) -> Purser {
+        let p = Prepared::new(config, files, "purser-e2e-");
+        let cwd = p.dir.path().to_path_buf();
         let args = vec![
             "serve".to_string(),
             "--config".to_string(),
-            cfg_path.display().to_string(),
+            p.cfg_path.display().to_string(),
         ];
-        Purser::launch(dir, &cwd, &args, &[], port, metrics_port, key_file)
+        Purser::launch(p.dir, &cwd, &args, &[], p.port, p.metrics_port, p.key_file)
     }
 
     /// Starts purser with a config written verbatim; the listen addresses come from the

@@ -258,48 +258,14 @@ pub fn start_purser(
     scheme: Scheme,
     wait: Wait,
 ) -> Purser {
-    let dir = tempfile::Builder::new()
-        .prefix("purser-ops-")
-        .tempdir()
-        .expect("tempdir");
-    let port = free_port();
-    let metrics_port = free_port();
-    set_path(
-        &mut config,
-        "server.listen",
-        json!(format!("127.0.0.1:{port}")),
-    );
-    set_path(
-        &mut config,
-        "metrics.listen",
-        json!(format!("127.0.0.1:{metrics_port}")),
-    );
-    set_path(&mut config, "log.level", json!("debug"));
     set_path(&mut config, "log.format", json!("json"));
-    if !files.iter().any(|(p, _)| *p == "policy.yaml") {
-        fs::write(dir.path().join("policy.yaml"), POLICY).expect("write policy");
-    }
-    let key_rel = config["token"]["signing_key_file"]
-        .as_str()
-        .unwrap_or("data/signing.pem")
-        .to_string();
-    let generates = config["token"]["generate_key"].as_bool() != Some(false);
-    if !generates && !files.iter().any(|(p, _)| *p == key_rel) {
-        let key = dir.path().join(&key_rel);
-        openssl_rsa_key_and_cert(&key, &key.with_file_name("signing.crt"));
-    }
-    for (rel, content) in files {
-        let path = dir.path().join(rel);
-        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        fs::write(&path, content).expect("write file");
-    }
-    let cfg_path = dir.path().join("purser.yaml");
-    fs::write(
-        &cfg_path,
-        serde_json::to_string_pretty(&config).expect("json"),
-    )
-    .expect("write config");
-    let key_file = dir.path().join(&key_rel);
+    let Prepared {
+        dir,
+        port,
+        metrics_port,
+        cfg_path,
+        key_file,
+    } = Prepared::new(config, files, "purser-ops-");
 
     let (stdout, stderr, o, e) = log_files(dir.path(), "purser");
     let mut cmd = Command::new(purser_bin());
