@@ -450,3 +450,19 @@ fn skopeo_reads_an_identity_token_auth_file_and_posts_the_refresh_grant() {
     );
     assert!(!out.ok, "a wrong identity token was accepted");
 }
+
+/// The log check every Purser handle runs when dropped finds what it looks for, and only that.
+#[test]
+fn log_secret_check_finds_passwords_and_tokens() {
+    assert_eq!(
+        support::secret_in_log("INFO token request account=\"alice\""),
+        None
+    );
+    assert!(support::secret_in_log("password alice-secret").is_some());
+    assert!(support::secret_in_log("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln").is_some());
+    // A lone base64url run starting like a JSON object is not a token.
+    assert_eq!(
+        support::secret_in_log("x5c eyJhbGciOiJSUzI1NiJ9 only"),
+        None
+    );
+}

@@ -523,7 +523,32 @@ fn purser_context(stdout: &Path, stderr: &Path) -> String {
 impl Drop for Purser {
     fn drop(&mut self) {
         kill_child(&mut self.child);
+        // Every purser any end-to-end test starts has its whole log checked: no test password
+        // and nothing shaped like a token (access or refresh) may ever be written there.
+        if !std::thread::panicking() {
+            if let Some(problem) = secret_in_log(&self.log_text()) {
+                panic!("purser's log holds {problem}");
+            }
+        }
     }
+}
+
+/// The first secret found in a log: a password of the test users, or a compact JWS.
+pub fn secret_in_log(log: &str) -> Option<String> {
+    for (user, password) in [ALICE, BOB, ADMIN, ZOE] {
+        if log.contains(password) {
+            return Some(format!("the password of {user}"));
+        }
+    }
+    let is_b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    for (i, _) in log.match_indices("eyJ") {
+        let rest = &log[i..];
+        let header_end = rest.find(|c: char| !is_b64url(c)).unwrap_or(rest.len());
+        if rest[header_end..].starts_with(".eyJ") {
+            return Some("a signed token".to_string());
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
