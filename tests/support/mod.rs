@@ -468,11 +468,17 @@ impl Purser {
     pub fn stop(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Waits up to `bound` for the process to exit; returns its exit code (None: killed by a
+    /// signal). Panics with the log tail when it is still running.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<i32> {
         let mut status = None;
         let logs = (self.stdout.clone(), self.stderr.clone());
         wait_until(
-            Duration::from_secs(15),
-            "purser exit after SIGTERM",
+            bound,
+            "purser exit",
             || match self.child.try_wait() {
                 Ok(Some(s)) => {
                     status = Some(s);

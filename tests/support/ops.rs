@@ -341,21 +341,7 @@ pub fn send_signal(p: &Purser, signal: &str) {
 
 /// Waits up to `bound` for purser to exit; returns its exit code (None: killed by a signal).
 pub fn wait_exit(p: &mut Purser, bound: Duration) -> Option<i32> {
-    let mut status = None;
-    let logs = (p.stdout.clone(), p.stderr.clone());
-    wait_until(
-        bound,
-        "purser exit",
-        || match p.child.try_wait() {
-            Ok(Some(s)) => {
-                status = Some(s);
-                true
-            }
-            _ => false,
-        },
-        || purser_context(&logs.0, &logs.1),
-    );
-    status.and_then(|s| s.code())
+    p.wait_exit(bound)
 }
 
 /// The JSON log lines purser wrote so far (stderr), each parsed; panics on a line that is not
