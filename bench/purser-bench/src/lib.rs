@@ -13,6 +13,7 @@
 
 pub mod driver;
 pub mod fixtures;
+pub mod libraries;
 pub mod limit;
 pub mod load;
 pub mod procstat;

@@ -58,6 +58,14 @@ enum Cmd {
         #[arg(long)]
         secs: f64,
     },
+    /// The signing libraries side by side (aws-lc, ring, ed25519-dalek), in alternating rounds;
+    /// prints a table. Run it pinned: `taskset -c 1 purser-bench libraries`.
+    Libraries {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+    },
     /// Verifies bcrypt hashes in a loop; prints a JSON rate.
     BcryptRate {
         #[arg(long)]
@@ -179,6 +187,14 @@ fn real_main() -> anyhow::Result<()> {
         }
         Cmd::SignRate { key, secs } => {
             print_json(&rates::sign_rate(&key, Duration::from_secs_f64(secs))?)
+        }
+        Cmd::Libraries { rounds, secs } => {
+            let rates = purser_bench::libraries::compare(rounds, Duration::from_secs_f64(secs))?;
+            println!("| algorithm and library | signatures/s |\n| --- | ---: |");
+            for r in rates {
+                println!("| {} | {:.0} |", r.what, r.per_second);
+            }
+            Ok(())
         }
         Cmd::BcryptRate { cost, secs } => {
             print_json(&rates::bcrypt_rate(cost, Duration::from_secs_f64(secs))?)

@@ -39,7 +39,7 @@ pub fn sample_claims() -> Claims {
 }
 
 /// Runs `op` for about `secs`, at least once.
-fn rate(what: String, secs: Duration, mut op: impl FnMut()) -> Rate {
+pub(crate) fn rate(what: String, secs: Duration, mut op: impl FnMut()) -> Rate {
     let start = Instant::now();
     let cpu_before = crate::procstat::cpu_seconds(std::process::id()).ok();
     let mut count = 0u64;

@@ -22,8 +22,8 @@ pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 /// load; signing a token costs one signature.
 pub struct JwsSigner {
     key: SigningKey,
-    /// The same key in ring's form, for the algorithms where ring signs several times faster
-    /// (RSA and ECDSA: assembly field arithmetic); `None` for Ed25519 or a key ring refuses.
+    /// The same key in aws-lc's form, which signs several times faster than the portable code;
+    /// `None` for a key aws-lc refuses.
     fast: Option<FastKey>,
     public: PublicKey,
     kid: String,
@@ -120,7 +120,7 @@ impl JwsSigner {
         &self.chain
     }
 
-    /// Whether signatures are made by ring (`true`) or by the RustCrypto types.
+    /// Whether signatures are made by aws-lc (`true`) or by the RustCrypto types.
     #[doc(hidden)]
     pub fn uses_fast_path(&self) -> bool {
         self.fast.is_some()
@@ -133,7 +133,7 @@ impl JwsSigner {
         self.raw_sign_portable(msg)
     }
 
-    /// Signing with the RustCrypto types: Ed25519 always, other keys when ring refused them.
+    /// Signing with the RustCrypto types, for keys aws-lc refused.
     fn raw_sign_portable(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         let crypto = |e: rsa::signature::Error| SignError::Crypto(e.to_string());
         Ok(match &self.key.inner {
@@ -173,49 +173,59 @@ impl JwsSigner {
     }
 }
 
-/// A signing key parsed by ring. ring's RSA and ECDSA signing run on assembly field arithmetic
-/// and are several times faster than the portable code (docs/performance.md has the figures).
-/// Signatures are standard: RSASSA-PKCS1-v1_5 with SHA-256 (deterministic, blinded) and ECDSA
-/// with fixed-size `r || s` and a nonce from the system RNG mixed with the key and message.
+/// A signing key in aws-lc's form. aws-lc signs on assembly arithmetic (AVX-512 for RSA where
+/// the CPU has it) and is several times faster than the portable code (docs/performance.md has
+/// the figures). Signatures are standard: RSASSA-PKCS1-v1_5 with SHA-256 (deterministic,
+/// blinded), ECDSA with fixed-size `r || s` and a nonce from the system RNG, and Ed25519 (RFC 8032,
+/// deterministic: the same bytes as the portable signer).
 enum FastKey {
-    Rsa(ring::signature::RsaKeyPair, ring::rand::SystemRandom),
-    Ecdsa(ring::signature::EcdsaKeyPair, ring::rand::SystemRandom),
+    Rsa(aws_lc_rs::rsa::KeyPair, aws_lc_rs::rand::SystemRandom),
+    Ecdsa(
+        aws_lc_rs::signature::EcdsaKeyPair,
+        aws_lc_rs::rand::SystemRandom,
+    ),
+    Ed25519(aws_lc_rs::signature::Ed25519KeyPair),
 }
 
 impl FastKey {
-    /// The key in ring's form, or `None` when ring has no faster path or refuses the key (an
-    /// RSA modulus over 4096 bits, say): the portable signer then serves.
+    /// The key in aws-lc's form, or `None` when aws-lc refuses it (an RSA modulus outside
+    /// 2048-8192 bits, say): the portable signer then serves.
     fn of(key: &SigningKey) -> Option<FastKey> {
-        use ring::signature::{
-            EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+        use aws_lc_rs::signature::{
+            EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
             ECDSA_P384_SHA384_FIXED_SIGNING,
         };
         use rsa::pkcs1::EncodeRsaPrivateKey;
         use sec1::pkcs8::EncodePrivateKey;
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         // The DER documents below are zeroized when dropped.
         match &key.inner {
             PrivateKey::Rsa(k) => {
                 let private: &rsa::RsaPrivateKey = k.as_ref().as_ref();
                 let der = private.to_pkcs1_der().ok()?;
-                RsaKeyPair::from_der(der.as_bytes())
+                aws_lc_rs::rsa::KeyPair::from_der(der.as_bytes())
                     .ok()
                     .map(|k| FastKey::Rsa(k, rng))
             }
             PrivateKey::P256(k) => {
                 let der = p256::SecretKey::from(k).to_pkcs8_der().ok()?;
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes(), &rng)
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes())
                     .ok()
                     .map(|k| FastKey::Ecdsa(k, rng))
             }
             PrivateKey::P384(k) => {
                 let der = p384::SecretKey::from(k).to_pkcs8_der().ok()?;
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der.as_bytes(), &rng)
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der.as_bytes())
                     .ok()
                     .map(|k| FastKey::Ecdsa(k, rng))
             }
-            // ed25519-dalek signs faster than ring's Ed25519 here (docs/performance.md).
-            PrivateKey::Ed25519(_) => None,
+            PrivateKey::Ed25519(k) => {
+                let seed = zeroize::Zeroizing::new(k.to_bytes());
+                let public = k.verifying_key().to_bytes();
+                Ed25519KeyPair::from_seed_and_public_key(seed.as_ref(), &public)
+                    .ok()
+                    .map(FastKey::Ed25519)
+            }
         }
     }
 
@@ -223,12 +233,13 @@ impl FastKey {
         let failed = |_| SignError::Crypto("signing failed".into());
         match self {
             FastKey::Rsa(k, rng) => {
-                let mut sig = vec![0u8; k.public().modulus_len()];
-                k.sign(&ring::signature::RSA_PKCS1_SHA256, rng, msg, &mut sig)
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, rng, msg, &mut sig)
                     .map_err(failed)?;
                 Ok(sig)
             }
             FastKey::Ecdsa(k, rng) => Ok(k.sign(rng, msg).map_err(failed)?.as_ref().to_vec()),
+            FastKey::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
         }
     }
 }
@@ -296,10 +307,12 @@ impl Signer for JwsSigner {
     }
 }
 
-/// A random token id: 128 bits from the operating system, base64url without padding.
+/// A random token id: 128 unpredictable bits, base64url without padding.
 pub fn new_jti() -> String {
     let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    // The thread's CSPRNG (ChaCha, seeded and periodically reseeded from the operating system):
+    // as unpredictable as asking the kernel, without a system call per token.
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
     BASE64URL_NOPAD.encode(&bytes)
 }
 
@@ -413,10 +426,10 @@ mod tests {
     }
 
     #[test]
-    fn ring_signs_rsa_and_ecdsa_and_agrees_with_the_portable_signer() {
+    fn aws_lc_signs_every_algorithm_and_agrees_with_the_portable_signer() {
         for alg in [Alg::Rs256, Alg::Es256, Alg::Es384, Alg::EdDsa] {
             let s = signer(alg);
-            assert_eq!(s.uses_fast_path(), alg != Alg::EdDsa, "{alg}");
+            assert!(s.uses_fast_path(), "{alg}");
             let signing_input = format!("{}e30", s.header_prefix);
             let fast = s.raw_sign(signing_input.as_bytes()).unwrap();
             let portable = s.raw_sign_portable(signing_input.as_bytes()).unwrap();
@@ -426,15 +439,16 @@ mod tests {
                 let token = format!("{signing_input}.{}", BASE64URL_NOPAD.encode(sig));
                 assert_eq!(s.verify(&token).unwrap(), b"{}", "{alg}");
             }
-            if alg == Alg::Rs256 {
-                // PKCS#1 v1.5 is deterministic: both implementations give the same bytes.
-                assert_eq!(fast, portable);
+            if matches!(alg, Alg::Rs256 | Alg::EdDsa) {
+                // PKCS#1 v1.5 and Ed25519 are deterministic: both implementations give the same
+                // bytes.
+                assert_eq!(fast, portable, "{alg}");
             }
         }
     }
 
     #[test]
-    fn ring_signs_keys_loaded_from_every_pem_form() {
+    fn aws_lc_signs_keys_loaded_from_every_pem_form() {
         // SEC1 and PKCS#8 EC keys, PKCS#1 RSA keys: all end on the fast path.
         let ec = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let sec1 = {
