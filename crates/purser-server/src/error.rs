@@ -165,7 +165,7 @@ impl ApiError {
     }
 }
 
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;

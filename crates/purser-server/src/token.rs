@@ -12,7 +12,6 @@ use purser_authn::chain::{Chain, ChainDecision};
 use purser_core::{
     Access, Authorizer, Claims, Credentials, Grant, Identity, RequestContext, ResourceScope, Signer,
 };
-use serde_json::json;
 
 use crate::error::{json_response, ApiError, Body};
 use crate::lockout::Lockout;
@@ -102,15 +101,15 @@ impl TokenState {
         let issued = self
             .issue(&params, proof, ip, params.offline_token, audit)
             .await?;
-        let mut body = json!({
-            "token": issued.token,
-            "access_token": issued.token,
-            "expires_in": issued.expires_in,
-            "issued_at": rfc3339(issued.iat),
-        });
-        if let Some(rt) = issued.refresh_token {
-            body["refresh_token"] = json!(rt);
-        }
+        let body = TokenAnswer {
+            access_token: &issued.token,
+            expires_in: issued.expires_in,
+            issued_at: rfc3339(issued.iat),
+            refresh_token: issued.refresh_token.as_deref(),
+            token: Some(&issued.token),
+            scope: None,
+            token_type: None,
+        };
         Ok(json_response(StatusCode::OK, &body))
     }
 
@@ -160,16 +159,15 @@ impl TokenState {
             .issue(&params, proof, ip, params.access_type_offline, audit)
             .await?;
         let scope = issued.granted_scopes.join(" ");
-        let mut body = json!({
-            "access_token": issued.token,
-            "scope": scope,
-            "expires_in": issued.expires_in,
-            "issued_at": rfc3339(issued.iat),
-            "token_type": "Bearer",
-        });
-        if let Some(rt) = issued.refresh_token {
-            body["refresh_token"] = json!(rt);
-        }
+        let body = TokenAnswer {
+            access_token: &issued.token,
+            expires_in: issued.expires_in,
+            issued_at: rfc3339(issued.iat),
+            refresh_token: issued.refresh_token.as_deref(),
+            token: None,
+            scope: Some(&scope),
+            token_type: Some("Bearer"),
+        };
         Ok(json_response(StatusCode::OK, &body))
     }
 
@@ -373,10 +371,74 @@ impl TokenState {
     }
 }
 
+/// The answer to a token request, serialised without building a JSON tree. Fields are in
+/// alphabetical order, the order the answers have always had.
+#[derive(serde::Serialize)]
+struct TokenAnswer<'a> {
+    access_token: &'a str,
+    expires_in: i64,
+    issued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    /// POST (OAuth2) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    /// GET (distribution) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    /// POST (OAuth2) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+}
+
 struct Issued {
     token: String,
     refresh_token: Option<String>,
     expires_in: i64,
     iat: i64,
     granted_scopes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenAnswer;
+
+    #[test]
+    fn answers_serialise_as_the_json_objects_they_replace() {
+        // serde_json's objects sort their keys: the struct must give the same bytes.
+        let get = TokenAnswer {
+            access_token: "t",
+            expires_in: 300,
+            issued_at: "2026-01-01T00:00:00Z".into(),
+            refresh_token: Some("r"),
+            token: Some("t"),
+            scope: None,
+            token_type: None,
+        };
+        let want = serde_json::json!({
+            "token": "t", "access_token": "t", "expires_in": 300,
+            "issued_at": "2026-01-01T00:00:00Z", "refresh_token": "r",
+        });
+        assert_eq!(
+            serde_json::to_string(&get).unwrap(),
+            serde_json::to_string(&want).unwrap()
+        );
+        let post = TokenAnswer {
+            access_token: "t",
+            expires_in: 60,
+            issued_at: "2026-01-01T00:00:00Z".into(),
+            refresh_token: None,
+            token: None,
+            scope: Some("repository:a:pull"),
+            token_type: Some("Bearer"),
+        };
+        let want = serde_json::json!({
+            "access_token": "t", "scope": "repository:a:pull", "expires_in": 60,
+            "issued_at": "2026-01-01T00:00:00Z", "token_type": "Bearer",
+        });
+        assert_eq!(
+            serde_json::to_string(&post).unwrap(),
+            serde_json::to_string(&want).unwrap()
+        );
+    }
 }
