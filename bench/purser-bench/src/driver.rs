@@ -734,6 +734,20 @@ fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.scenario.name == name)
 }
 
+/// For each connection count with both figures: the warm scenario of `alg` and the HTTP limit.
+fn warm_and_limit<'a>(rows: &'a [Row], alg: &str) -> Vec<(usize, &'a Row, &'a Row)> {
+    [1, 16, 64]
+        .into_iter()
+        .filter_map(|c| {
+            Some((
+                c,
+                row(rows, &format!("warm {alg} c{c}"))?,
+                row(rows, &format!("http limit c{c}"))?,
+            ))
+        })
+        .collect()
+}
+
 fn rate_of(rates: &[Rate], what: &str) -> Option<f64> {
     rates.iter().find(|r| r.what == what).map(|r| r.per_second)
 }
@@ -779,13 +793,7 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
         );
     }
     for alg in ["ES256", "EdDSA"] {
-        for c in [1, 16, 64] {
-            let (Some(r), Some(l)) = (
-                row(rows, &format!("warm {alg} c{c}")),
-                row(rows, &format!("http limit c{c}")),
-            ) else {
-                continue;
-            };
+        for (c, r, l) in warm_and_limit(rows, alg) {
             let ratio = r.result.per_second / l.result.per_second;
             check(
                 format!("2. warm {alg} c{c} >= 50% of the HTTP limit"),
@@ -899,13 +907,7 @@ pub fn bounds(rates: &[Rate], rows: &[Row]) -> Vec<String> {
         let Some(sign) = rate_of(rates, &format!("sign {alg}")) else {
             continue;
         };
-        for c in [1, 16, 64] {
-            let (Some(r), Some(l)) = (
-                row(rows, &format!("warm {alg} c{c}")),
-                row(rows, &format!("http limit c{c}")),
-            ) else {
-                continue;
-            };
+        for (c, r, l) in warm_and_limit(rows, alg) {
             let http = l.result.per_second;
             let bound = 1.0 / (1.0 / http + 1.0 / sign);
             out.push(format!(
