@@ -232,21 +232,7 @@ fn eddsa_key_with_a_2x_config_is_named_with_its_fix() {
     let mut o = Offline::new();
     let key = o.path("keys/ed25519.pem");
     let cert = o.path("keys/ed25519.crt");
-    openssl_stdout(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ed25519",
-        "-nodes",
-        "-keyout",
-        &key.display().to_string(),
-        "-out",
-        &cert.display().to_string(),
-        "-subj",
-        "/CN=purser e2e ed25519",
-        "-days",
-        "2",
-    ]);
+    openssl_key_and_cert(&key, &cert, &["ed25519"], "purser e2e ed25519");
     set_path(
         &mut o.config,
         "token.signing_key_file",

@@ -198,23 +198,12 @@ fn jwt_decoder_verifies_against_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let crt = dir.path().join("k.crt");
-    openssl_stdout(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key.display().to_string(),
-        "-out",
-        &crt.display().to_string(),
-        "-subj",
-        "/CN=jwt-test",
-        "-days",
-        "1",
-    ]);
+    openssl_key_and_cert(
+        &key,
+        &crt,
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "jwt-test",
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -242,21 +231,7 @@ fn registry_with_token_auth_accepts_a_token_signed_by_its_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let crt = dir.path().join("k.crt");
-    openssl_stdout(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &key.display().to_string(),
-        "-out",
-        &crt.display().to_string(),
-        "-subj",
-        "/CN=bundle-test",
-        "-days",
-        "1",
-    ]);
+    openssl_key_and_cert(&key, &crt, &["rsa:2048"], "bundle-test");
     let realm = "http://127.0.0.1:9/token";
     let registry = Registry::start(RegistryAuth::Token {
         realm: realm.into(),
@@ -390,21 +365,7 @@ fn skopeo_reads_an_identity_token_auth_file_and_posts_the_refresh_grant() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let crt = dir.path().join("k.crt");
-    openssl_stdout(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &key.display().to_string(),
-        "-out",
-        &crt.display().to_string(),
-        "-subj",
-        "/CN=refresh-test",
-        "-days",
-        "1",
-    ]);
+    openssl_key_and_cert(&key, &crt, &["rsa:2048"], "refresh-test");
     let (realm, requests) = fake_refresh_server(
         std::fs::read(&key).unwrap(),
         libtrust_kid_openssl(&crt, true),

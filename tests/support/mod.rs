@@ -371,6 +371,26 @@ impl Purser {
         metrics_port: u16,
         key_file: PathBuf,
     ) -> Purser {
+        let mut p = Purser::spawn(dir, cwd, args, env, port, metrics_port, key_file);
+        let url = format!("{}/readyz", p.base_url());
+        p.wait_answering(
+            "GET /readyz == 200",
+            |_| matches!(Http::get(&url).send(), Ok(r) if r.status == 200),
+        );
+        p
+    }
+
+    /// Runs `purser ARGS` in `cwd` with `env` (any inherited `PURSER_*` removed), without
+    /// waiting for it. `dir` receives the logs and is kept alive.
+    pub fn spawn(
+        dir: TempDir,
+        cwd: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        port: u16,
+        metrics_port: u16,
+        key_file: PathBuf,
+    ) -> Purser {
         let (stdout, stderr, o, e) = log_files(dir.path(), "purser");
         let mut cmd = Command::new(purser_bin());
         cmd.args(args)
@@ -388,7 +408,7 @@ impl Purser {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn purser");
-        let mut p = Purser {
+        Purser {
             child,
             dir,
             port,
@@ -396,29 +416,32 @@ impl Purser {
             stdout,
             stderr,
             key_file,
-        };
-        let url = format!("{}/readyz", p.base_url());
-        let logs = (p.stdout.clone(), p.stderr.clone());
+        }
+    }
+
+    /// Polls `ready` until it holds, within the readiness deadline; panics with the logs when
+    /// the deadline passes or purser exits first.
+    pub fn wait_answering(&mut self, what: &str, ready: impl Fn(&Purser) -> bool) {
+        let logs = (self.stdout.clone(), self.stderr.clone());
         let mut exited = None;
         wait_until(
             READY_TIMEOUT,
-            "purser (GET /readyz == 200)",
+            &format!("purser ({what})"),
             || {
-                if let Ok(Some(status)) = p.child.try_wait() {
+                if let Ok(Some(status)) = self.child.try_wait() {
                     exited = Some(status);
                     return true;
                 }
-                matches!(Http::get(&url).send(), Ok(r) if r.status == 200)
+                ready(self)
             },
             || purser_context(&logs.0, &logs.1),
         );
         if let Some(status) = exited {
             panic!(
                 "purser exited before it was ready ({status})\n{}",
-                purser_context(&p.stdout, &p.stderr)
+                purser_context(&self.stdout, &self.stderr)
             );
         }
-        p
     }
 
     pub fn base_url(&self) -> String {
@@ -1377,22 +1400,25 @@ impl Jwt {
 
 /// Writes a fresh RSA-2048 key (PKCS#8 PEM) and a self-signed certificate for it.
 pub fn openssl_rsa_key_and_cert(key: &Path, cert: &Path) {
+    openssl_key_and_cert(key, cert, &["rsa:2048"], "purser e2e");
+}
+
+/// Writes a fresh key made by `openssl req -newkey NEWKEY..` (e.g. `["rsa:2048"]`,
+/// `["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]`, `["ed25519"]`; PKCS#8 PEM) and a self-signed
+/// certificate for it with subject `CN=cn`, valid for two days.
+pub fn openssl_key_and_cert(key: &Path, cert: &Path, newkey: &[&str], cn: &str) {
     fs::create_dir_all(key.parent().expect("parent")).expect("mkdir");
-    openssl_stdout(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &key.display().to_string(),
-        "-out",
-        &cert.display().to_string(),
-        "-subj",
-        "/CN=purser e2e",
-        "-days",
-        "2",
+    let (key, cert, subject) = (
+        key.display().to_string(),
+        cert.display().to_string(),
+        format!("/CN={cn}"),
+    );
+    let mut args = vec!["req", "-x509", "-newkey"];
+    args.extend_from_slice(newkey);
+    args.extend_from_slice(&[
+        "-nodes", "-keyout", &key, "-out", &cert, "-subj", &subject, "-days", "2",
     ]);
+    openssl_stdout(&args);
 }
 
 /// Runs `openssl ARGS` and returns its stdout; panics on failure.

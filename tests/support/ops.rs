@@ -267,61 +267,23 @@ pub fn start_purser(
         key_file,
     } = Prepared::new(config, files, "purser-ops-");
 
-    let (stdout, stderr, o, e) = log_files(dir.path(), "purser");
-    let mut cmd = Command::new(purser_bin());
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&cfg_path)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(o)
-        .stderr(e);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("PURSER_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd.spawn().expect("spawn purser");
-    let mut p = Purser {
-        child,
-        dir,
-        port,
-        metrics_port,
-        stdout,
-        stderr,
-        key_file,
-    };
+    let cwd = dir.path().to_path_buf();
+    let args = [
+        "serve".to_string(),
+        "--config".to_string(),
+        cfg_path.display().to_string(),
+    ];
+    let mut p = Purser::spawn(dir, &cwd, &args, &[], port, metrics_port, key_file);
     let path = match wait {
         Wait::Ready => "/readyz",
         Wait::Healthy => "/healthz",
     };
-    let logs = (p.stdout.clone(), p.stderr.clone());
-    let mut exited = None;
-    let ok = |p: &Purser| match &scheme {
+    p.wait_answering(&format!("GET {path} == 200"), |p| match &scheme {
         Scheme::Http => {
             matches!(Http::get(&format!("{}{path}", p.base_url())).send(), Ok(r) if r.status == 200)
         }
         Scheme::Https(ca) => matches!(https_get(Some(ca), p.port, path), Ok(r) if r.status == 200),
-    };
-    wait_until(
-        READY_TIMEOUT,
-        &format!("purser (GET {path} == 200)"),
-        || {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                exited = Some(status);
-                return true;
-            }
-            ok(&p)
-        },
-        || purser_context(&logs.0, &logs.1),
-    );
-    if let Some(status) = exited {
-        panic!(
-            "purser exited before it was ready ({status})\n{}",
-            p.log_tail()
-        );
-    }
+    });
     p
 }
 
