@@ -285,24 +285,29 @@ fn policy_edits_apply_live_in_place_and_by_rename_and_broken_edits_keep_the_prev
         2,
         "rename granting shared/**",
     );
-    for (i, b) in BROKEN.iter().enumerate() {
-        let by_rename = i % 2 == 1;
-        refuse_broken(
-            &p,
-            &h,
-            &policy,
-            b,
-            |text| {
-                if by_rename {
-                    write_by_rename(&policy, text)
-                } else {
-                    write_in_place(&policy, text)
-                }
-            },
-            false,
-            &["pull", "push"],
-        );
-    }
+    // Every broken edit, alternating between rename and in place (`rename_first` picks the
+    // first), each refused with `still` granted throughout.
+    let refuse_all = |rename_first: bool, still: &[&str]| {
+        for (i, b) in BROKEN.iter().enumerate() {
+            let by_rename = (i % 2 == 0) == rename_first;
+            refuse_broken(
+                &p,
+                &h,
+                &policy,
+                b,
+                |text| {
+                    if by_rename {
+                        write_by_rename(&policy, text)
+                    } else {
+                        write_in_place(&policy, text)
+                    }
+                },
+                false,
+                still,
+            );
+        }
+    };
+    refuse_all(false, &["pull", "push"]);
     apply_good(
         &p,
         &h,
@@ -313,24 +318,7 @@ fn policy_edits_apply_live_in_place_and_by_rename_and_broken_edits_keep_the_prev
         "in-place fix",
     );
     // The same broken edits the other way round, then a fix by rename.
-    for (i, b) in BROKEN.iter().enumerate() {
-        let by_rename = i % 2 == 0;
-        refuse_broken(
-            &p,
-            &h,
-            &policy,
-            b,
-            |text| {
-                if by_rename {
-                    write_by_rename(&policy, text)
-                } else {
-                    write_in_place(&policy, text)
-                }
-            },
-            false,
-            &["pull"],
-        );
-    }
+    refuse_all(true, &["pull"]);
     apply_good(
         &p,
         &h,
