@@ -427,3 +427,23 @@ fn log_secret_check_finds_passwords_and_tokens() {
         None
     );
 }
+
+#[test]
+fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+    let mut unique = ports.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+    for p in &ports {
+        assert!(*p < low, "port {p} is in the ephemeral range from {low}");
+        std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap();
+    }
+}

@@ -18,7 +18,7 @@ pub mod slapd;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,13 +41,9 @@ pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 // ---------------------------------------------------------------------------------------------
 // Ports, polling, programs
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
+/// A port on 127.0.0.1 for a test server: see [`slapd::free_port`], shared with purser-authn's
+/// tests.
+pub use slapd::free_port;
 
 /// Polls `cond` at short, growing intervals until it holds or `timeout` passes; then panics
 /// naming `what` and appending `context()` (typically a process's log tail).
