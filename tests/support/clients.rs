@@ -37,6 +37,12 @@ const OUTSIDE_PATHS: &[&str] = &[
     "/run/containers",
     "/var/lib/containers/cache",
     "/var/lib/containers",
+    // podman's CNI network lock, made at its first run on a machine.
+    "/etc/cni/net.d/cni.lock",
+    // containerd's `opt` plugin folder, made at its first start on a machine.
+    "/opt/containerd/bin",
+    "/opt/containerd/lib",
+    "/opt/containerd",
 ];
 
 /// Folders whose entries (two levels deep) are compared before and after the run: a new entry
