@@ -1,6 +1,9 @@
 //! Failed-login limiting (`limits.failed_logins`): per account and per client IP, a sliding
 //! window of failures, then a lockout. Memory stays bounded however many accounts and addresses
-//! an attacker makes up: past the capacity the oldest entries are forgotten first.
+//! an attacker makes up, and such a flood cannot buy an early end to a lock: when a table is
+//! full, entries that hold no active lock are forgotten first (oldest first); when it holds
+//! nothing but active locks, failures of keys it has no room for are counted together in one
+//! overflow entry, which locks all of those keys when it reaches the limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -11,6 +14,11 @@ use std::time::{Duration, Instant};
 /// Entries kept per kind (accounts, addresses).
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// How many of the oldest entries one insertion looks at for one to forget. Locked entries met
+/// on the way move to the back, so a table of mostly active locks is not scanned whole at every
+/// insertion; when none of these is free the failure goes to the overflow entry.
+const EVICTION_SCAN: usize = 64;
+
 #[derive(Clone, Copy, Debug)]
 pub struct LockoutSettings {
     /// Failures allowed within `window`; 0 disables limiting.
@@ -19,6 +27,7 @@ pub struct LockoutSettings {
     pub lockout: Duration,
 }
 
+#[derive(Default)]
 struct Entry {
     failures: VecDeque<Instant>,
     locked_until: Option<Instant>,
@@ -26,11 +35,41 @@ struct Entry {
     stamp: u64,
 }
 
+impl Entry {
+    fn locked(&self, now: Instant) -> Option<Duration> {
+        let until = self.locked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Records a failure; true when it starts a lockout.
+    fn fail(&mut self, now: Instant, s: &LockoutSettings) -> bool {
+        if self.locked(now).is_some() {
+            return false;
+        }
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= s.window)
+        {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(now);
+        if self.failures.len() >= s.max as usize {
+            self.failures.clear();
+            self.locked_until = Some(now + s.lockout);
+            return true;
+        }
+        false
+    }
+}
+
 struct Table<K> {
     map: HashMap<K, Entry>,
     order: VecDeque<(K, u64)>,
     next_stamp: u64,
     capacity: usize,
+    /// The failures of keys that found the table full of active locks.
+    overflow: Entry,
 }
 
 impl<K: Hash + Eq + Clone> Table<K> {
@@ -39,25 +78,48 @@ impl<K: Hash + Eq + Clone> Table<K> {
             map: HashMap::new(),
             order: VecDeque::new(),
             next_stamp: 0,
-            capacity,
+            capacity: capacity.max(1),
+            overflow: Entry::default(),
         }
     }
 
     fn locked(&self, key: &K, now: Instant) -> Option<Duration> {
-        let until = self.map.get(key)?.locked_until?;
-        (until > now).then(|| until - now)
+        match self.map.get(key) {
+            Some(e) => e.locked(now),
+            None => self.overflow.locked(now),
+        }
+    }
+
+    /// Makes room for one more entry by forgetting one that holds no active lock; false when
+    /// the oldest [`EVICTION_SCAN`] entries are all locked.
+    fn make_room(&mut self, now: Instant) -> bool {
+        let mut scanned = 0;
+        while self.map.len() >= self.capacity {
+            if scanned == EVICTION_SCAN {
+                return false;
+            }
+            let Some((old, stamp)) = self.order.pop_front() else {
+                return false;
+            };
+            let Some(entry) = self.map.get(&old).filter(|e| e.stamp == stamp) else {
+                // A slot left behind by an entry forgotten earlier.
+                continue;
+            };
+            scanned += 1;
+            if entry.locked(now).is_some() {
+                self.order.push_back((old, stamp));
+            } else {
+                self.map.remove(&old);
+            }
+        }
+        true
     }
 
     /// Records a failure; true when it starts a lockout.
     fn fail(&mut self, key: &K, now: Instant, s: &LockoutSettings) -> bool {
         if !self.map.contains_key(key) {
-            while self.map.len() >= self.capacity {
-                let Some((old, stamp)) = self.order.pop_front() else {
-                    break;
-                };
-                if self.map.get(&old).is_some_and(|e| e.stamp == stamp) {
-                    self.map.remove(&old);
-                }
+            if !self.make_room(now) {
+                return self.overflow.fail(now, s);
             }
             let stamp = self.next_stamp;
             self.next_stamp += 1;
@@ -65,32 +127,15 @@ impl<K: Hash + Eq + Clone> Table<K> {
             self.map.insert(
                 key.clone(),
                 Entry {
-                    failures: VecDeque::new(),
-                    locked_until: None,
                     stamp,
+                    ..Entry::default()
                 },
             );
         }
-        let Some(e) = self.map.get_mut(key) else {
-            return false;
-        };
-        if e.locked_until.is_some_and(|u| u > now) {
-            return false;
+        match self.map.get_mut(key) {
+            Some(e) => e.fail(now, s),
+            None => false,
         }
-        while e
-            .failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= s.window)
-        {
-            e.failures.pop_front();
-        }
-        e.failures.push_back(now);
-        if e.failures.len() >= s.max as usize {
-            e.failures.clear();
-            e.locked_until = Some(now + s.lockout);
-            return true;
-        }
-        false
     }
 
     fn len(&self) -> usize {
@@ -135,26 +180,52 @@ impl Lockout {
         account[..end].to_string()
     }
 
-    /// How long the caller must wait, when the account or the address is locked.
-    pub fn check(&self, account: &str, ip: Option<IpAddr>) -> Option<Duration> {
+    /// How long the caller must wait, when any of the accounts (the name as typed and the
+    /// backend's own name for it) or the address is locked.
+    pub fn check(&self, accounts: &[&str], ip: Option<IpAddr>) -> Option<Duration> {
+        self.check_at(accounts, ip, Instant::now())
+    }
+
+    fn check_at(&self, accounts: &[&str], ip: Option<IpAddr>, now: Instant) -> Option<Duration> {
         if self.settings.max == 0 {
             return None;
         }
-        let now = Instant::now();
-        let by_account = self.accounts.lock().ok()?.locked(&Self::key(account), now);
+        let by_account = {
+            let t = self.accounts.lock().ok()?;
+            accounts
+                .iter()
+                .filter_map(|a| t.locked(&Self::key(a), now))
+                .max()
+        };
         let by_ip = ip.and_then(|ip| self.ips.lock().ok()?.locked(&ip, now));
         by_account.max(by_ip)
     }
 
-    /// Counts a failed login; returns the scopes (`account`, `ip`) that it locked.
-    pub fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> Vec<&'static str> {
+    /// Counts one failed login against each distinct account named (none: the address only)
+    /// and the address; returns the scopes (`account`, `ip`) that it locked.
+    pub fn record_failure(&self, accounts: &[&str], ip: Option<IpAddr>) -> Vec<&'static str> {
+        self.record_failure_at(accounts, ip, Instant::now())
+    }
+
+    fn record_failure_at(
+        &self,
+        accounts: &[&str],
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Vec<&'static str> {
         let mut locked = Vec::new();
         if self.settings.max == 0 {
             return locked;
         }
-        let now = Instant::now();
         if let Ok(mut t) = self.accounts.lock() {
-            if t.fail(&Self::key(account), now, &self.settings) {
+            let mut keys: Vec<String> = accounts.iter().map(|a| Self::key(a)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let mut any = false;
+            for key in &keys {
+                any |= t.fail(key, now, &self.settings);
+            }
+            if any {
                 locked.push("account");
             }
         }
@@ -192,45 +263,135 @@ mod tests {
     fn locks_after_max_failures_per_account_across_ips() {
         let l = Lockout::new(settings(), 100);
         let ips: Vec<IpAddr> = (1..=3).map(|i| IpAddr::from([10, 0, 0, i])).collect();
-        assert!(l.check("alice", Some(ips[0])).is_none());
-        assert!(l.record_failure("alice", Some(ips[0])).is_empty());
-        assert!(l.record_failure("alice", Some(ips[1])).is_empty());
-        assert_eq!(l.record_failure("alice", Some(ips[2])), vec!["account"]);
+        assert!(l.check(&["alice"], Some(ips[0])).is_none());
+        assert!(l.record_failure(&["alice"], Some(ips[0])).is_empty());
+        assert!(l.record_failure(&["alice"], Some(ips[1])).is_empty());
+        assert_eq!(l.record_failure(&["alice"], Some(ips[2])), vec!["account"]);
         let wait = l
-            .check("alice", Some(IpAddr::from([10, 0, 0, 9])))
+            .check(&["alice"], Some(IpAddr::from([10, 0, 0, 9])))
             .expect("locked");
         assert!(wait > Duration::from_secs(290));
         // Another account from another address is untouched.
-        assert!(l.check("bob", Some(IpAddr::from([10, 0, 0, 9]))).is_none());
+        assert!(l
+            .check(&["bob"], Some(IpAddr::from([10, 0, 0, 9])))
+            .is_none());
+    }
+
+    #[test]
+    fn typed_and_canonical_names_count_and_lock_together() {
+        let l = Lockout::new(settings(), 100);
+        // Failures typed in three spellings all count against the directory's own name.
+        for typed in ["ALICE", "Alice", " alice"] {
+            l.record_failure(&[typed, "alice"], None);
+        }
+        assert!(l.check(&["alice"], None).is_some());
+        assert!(l.check(&["aLiCe", "alice"], None).is_some());
+        assert!(l.check(&["aLiCe"], None).is_none());
+        // The same name twice in one failure counts once.
+        let l = Lockout::new(settings(), 100);
+        l.record_failure(&["bob", "bob"], None);
+        l.record_failure(&["bob"], None);
+        assert!(l.check(&["bob"], None).is_none());
+    }
+
+    #[test]
+    fn an_address_only_failure_counts_no_account() {
+        let l = Lockout::new(settings(), 100);
+        let ip = IpAddr::from([192, 0, 2, 7]);
+        for _ in 0..2 {
+            assert!(l.record_failure(&[], Some(ip)).is_empty());
+        }
+        assert_eq!(l.record_failure(&[], Some(ip)), vec!["ip"]);
+        assert_eq!(l.sizes().0, 0);
     }
 
     #[test]
     fn locks_an_address_guessing_many_accounts() {
         let l = Lockout::new(settings(), 100);
         let ip = IpAddr::from([192, 0, 2, 1]);
-        l.record_failure("a", Some(ip));
-        l.record_failure("b", Some(ip));
-        assert_eq!(l.record_failure("c", Some(ip)), vec!["ip"]);
-        assert!(l.check("d", Some(ip)).is_some());
-        assert!(l.check("d", Some(IpAddr::from([192, 0, 2, 2]))).is_none());
+        l.record_failure(&["a"], Some(ip));
+        l.record_failure(&["b"], Some(ip));
+        assert_eq!(l.record_failure(&["c"], Some(ip)), vec!["ip"]);
+        assert!(l.check(&["d"], Some(ip)).is_some());
+        assert!(l
+            .check(&["d"], Some(IpAddr::from([192, 0, 2, 2])))
+            .is_none());
     }
 
     #[test]
     fn memory_stays_bounded() {
         let l = Lockout::new(settings(), 1000);
         for i in 0..1_000_000u32 {
-            l.record_failure(&format!("user{i}"), Some(IpAddr::from(i.to_be_bytes())));
+            l.record_failure(&[&format!("user{i}")], Some(IpAddr::from(i.to_be_bytes())));
         }
         let (a, i) = l.sizes();
         assert!(a <= 1000 && i <= 1000, "{a} {i}");
     }
 
     #[test]
+    fn a_flood_of_new_keys_does_not_clear_an_active_lock() {
+        let l = Lockout::new(settings(), 100);
+        let now = Instant::now();
+        let attacker = IpAddr::from([198, 51, 100, 1]);
+        for _ in 0..3 {
+            l.record_failure_at(&["victim"], Some(attacker), now);
+        }
+        assert!(l.check_at(&["victim"], None, now).is_some());
+        assert!(l.check_at(&[], Some(attacker), now).is_some());
+        // Far more invented accounts and addresses than the tables hold, one failure each.
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
+            l.record_failure_at(&[&format!("made-up-{i}")], Some(ip), now);
+        }
+        let (a, i) = l.sizes();
+        assert!(a <= 100 && i <= 100, "{a} {i}");
+        assert!(
+            l.check_at(&["victim"], None, now).is_some(),
+            "the account's lock was evicted"
+        );
+        assert!(
+            l.check_at(&[], Some(attacker), now).is_some(),
+            "the address's lock was evicted"
+        );
+        // The lock still ends on time.
+        let later = now + Duration::from_secs(301);
+        assert!(l.check_at(&["victim"], Some(attacker), later).is_none());
+    }
+
+    #[test]
+    fn a_table_full_of_active_locks_still_counts_new_failures_and_stays_bounded() {
+        let l = Lockout::new(settings(), 10);
+        let now = Instant::now();
+        // Ten accounts locked: the table holds nothing else.
+        for i in 0..10 {
+            for _ in 0..3 {
+                l.record_failure_at(&[&format!("locked-{i}")], None, now);
+            }
+        }
+        assert_eq!(l.sizes().0, 10);
+        // New accounts find no room; their failures count together and lock them.
+        assert!(l.record_failure_at(&["new-a"], None, now).is_empty());
+        assert!(l.record_failure_at(&["new-b"], None, now).is_empty());
+        assert_eq!(l.record_failure_at(&["new-c"], None, now), vec!["account"]);
+        assert!(l.check_at(&["new-z"], None, now).is_some());
+        assert_eq!(l.sizes().0, 10);
+        for i in 0..10 {
+            assert!(l.check_at(&[&format!("locked-{i}")], None, now).is_some());
+        }
+        // Once the locks end, new accounts get entries of their own again.
+        let later = now + Duration::from_secs(301);
+        assert!(l.check_at(&["new-z"], None, later).is_none());
+        assert!(l.record_failure_at(&["new-d"], None, later).is_empty());
+        assert!(l.check_at(&["new-d"], None, later).is_none());
+        assert_eq!(l.sizes().0, 10);
+    }
+
+    #[test]
     fn disabled_never_locks() {
         let l = Lockout::disabled();
         for _ in 0..100 {
-            assert!(l.record_failure("x", None).is_empty());
+            assert!(l.record_failure(&["x"], None).is_empty());
         }
-        assert!(l.check("x", None).is_none());
+        assert!(l.check(&["x"], None).is_none());
     }
 }
