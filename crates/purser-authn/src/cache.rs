@@ -236,6 +236,10 @@ impl<A: Authenticator + ?Sized> Authenticator for Cached<A> {
         self.inner.generation()
     }
 
+    fn credential_stamp(&self, account: &str) -> Option<String> {
+        self.inner.credential_stamp(account)
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.inner.ready().await
     }

@@ -156,6 +156,14 @@ impl Chain {
         }
     }
 
+    /// The named backend's fingerprint of the account's stored credential, for refresh tokens.
+    pub fn credential_stamp(&self, backend: &str, account: &str) -> Option<String> {
+        self.backends
+            .iter()
+            .find(|b| b.name() == backend)
+            .and_then(|b| b.credential_stamp(account))
+    }
+
     /// Each backend's readiness, in order, for `/readyz`.
     pub async fn ready(&self) -> Vec<(BackendName, Result<(), String>)> {
         let mut out = Vec::with_capacity(self.backends.len());

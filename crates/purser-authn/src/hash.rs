@@ -72,11 +72,36 @@ impl fmt::Debug for StoredHash {
     }
 }
 
+/// A short fingerprint of a stored credential, for refresh tokens: it changes whenever the
+/// stored hash changes (a new password, or the same one hashed again with a new salt), so a
+/// refresh token issued under the old hash is refused. It is a SHA-256 of the stored hash, cut
+/// to 96 bits: it tells nothing about the password that the stored hash does not already, and
+/// the stored hash itself never leaves the server.
+pub fn credential_stamp(stored: &[u8]) -> String {
+    use sha2::Sha256;
+    let mut h = Sha256::new();
+    h.update(b"purser credential stamp\0");
+    h.update(stored);
+    data_encoding::BASE64URL_NOPAD.encode(&h.finalize()[..12])
+}
+
 /// Why a stored hash was not understood. The message never repeats the hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct UnknownHash(pub &'static str);
 
 impl StoredHash {
+    /// See [`credential_stamp`].
+    pub(crate) fn stamp(&self) -> String {
+        match self {
+            StoredHash::Bcrypt { hash, .. } => credential_stamp(hash.as_bytes()),
+            StoredHash::Apr1 { salt, encoded } => credential_stamp(
+                format!("$apr1${salt}${}", String::from_utf8_lossy(encoded)).as_bytes(),
+            ),
+            StoredHash::Sha1(d) => credential_stamp(&[b"{SHA}".as_slice(), d].concat()),
+            StoredHash::DesCrypt { full } => credential_stamp(full),
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Result<StoredHash, UnknownHash> {
         if s.starts_with("$2") {
             return match bcrypt_cost(s) {

@@ -231,6 +231,10 @@ impl HtpasswdDb {
     pub fn contains(&self, user: &str) -> bool {
         self.users.contains_key(user)
     }
+    /// The fingerprint of a user's stored hash (see [`crate::credential_stamp`]).
+    pub fn stamp(&self, user: &str) -> Option<String> {
+        self.users.get(user).map(StoredHash::stamp)
+    }
     /// The user names, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)
@@ -337,6 +341,10 @@ impl Authenticator for HtpasswdAuthenticator {
             .load()
             .contains(account)
             .then(|| self.identity(account)))
+    }
+
+    fn credential_stamp(&self, account: &str) -> Option<String> {
+        self.users.load().stamp(account)
     }
 
     fn generation(&self) -> u64 {

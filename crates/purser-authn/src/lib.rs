@@ -42,7 +42,9 @@ pub mod static_users;
 pub use cache::{Cached, CredentialCache};
 pub use chain::{Attempt, Chain, ChainDecision, ChainResult};
 pub use error::{AuthnError, HtpasswdError, LoadIssue, Severity};
-pub use hash::{hash_limiter, HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST};
+pub use hash::{
+    credential_stamp, hash_limiter, HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST,
+};
 pub use htgroup::HtgroupDb;
 pub use htpasswd::{HtpasswdAuthenticator, HtpasswdDb};
 pub use static_users::{hash_password, StaticAuthenticator, StaticUserEntry};

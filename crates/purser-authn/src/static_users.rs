@@ -171,6 +171,13 @@ impl Authenticator for StaticAuthenticator {
             .get(account)
             .map(|u| Identity::new(account, u.groups.clone())))
     }
+
+    fn credential_stamp(&self, account: &str) -> Option<String> {
+        self.users
+            .by_name
+            .get(account)
+            .map(|u| crate::credential_stamp(u.hash.as_bytes()))
+    }
 }
 
 /// A bcrypt hash of `password` in the `$2y$` form Apache's `htpasswd -B` writes, for

@@ -122,6 +122,14 @@ pub trait Authenticator: Send + Sync {
         0
     }
 
+    /// A fingerprint of the account's stored credential, when the backend keeps one (a password
+    /// hash): refresh tokens carry it, and a refresh grant is refused once it changes, so a
+    /// password change ends the sessions opened with the old password. `None` when the backend
+    /// cannot tell (a directory) or does not know the account.
+    fn credential_stamp(&self, _account: &str) -> Option<String> {
+        None
+    }
+
     /// `Err(reason)` while the backend cannot serve (for `/readyz`).
     async fn ready(&self) -> Result<(), String> {
         Ok(())

@@ -206,6 +206,9 @@ impl TokenState {
             .map_err(|e| ApiError::Unsupported(e.to_string()))?;
 
         let now = now_secs();
+        // A refresh grant hands back the refresh token it presented: the session it belongs to
+        // ends at the first login plus `token.refresh_lifetime`, whatever refreshes happen.
+        let mut presented_refresh = None;
         let (identity, backend) = match proof {
             Proof::Anonymous => (Identity::anonymous(), None),
             Proof::Password(creds) => {
@@ -214,25 +217,8 @@ impl TokenState {
                 (identity, Some(backend))
             }
             Proof::Refresh(token) => {
-                let rc = purser_token::check_refresh(
-                    self.signer.as_ref(),
-                    &token,
-                    &self.issuer,
-                    &service,
-                    now,
-                )
-                .map_err(|e| ApiError::InvalidGrant(e.to_string()))?;
-                audit.account = Some(rc.sub.clone());
-                let identity = self.chain.lookup(&rc.bk, &rc.sub).await.map_err(|e| {
-                    tracing::warn!(backend = %rc.bk, error = %e, "refresh grant: account lookup failed");
-                    ApiError::Unavailable { retry_after: UNAVAILABLE_RETRY, message: "the account backend is unavailable; try again later".into() }
-                })?;
-                let Some(identity) = identity else {
-                    return Err(ApiError::InvalidGrant(
-                        "the account of this refresh token no longer exists; log in again".into(),
-                    ));
-                };
-                let backend = self.chain.backend_names().into_iter().find(|n| *n == rc.bk);
+                let (identity, backend) = self.refresh(&token, &service, ip, now, audit).await?;
+                presented_refresh = Some(token);
                 (identity, backend)
             }
         };
@@ -290,15 +276,21 @@ impl TokenState {
             .inc();
 
         let refresh_token = match backend {
+            Some(_) if want_refresh && presented_refresh.is_some() => presented_refresh,
             Some(bk)
                 if want_refresh && !self.refresh_lifetime.is_zero() && !identity.is_anonymous() =>
             {
+                let stamp = self.chain.credential_stamp(bk, &identity.account);
+                let who = purser_token::RefreshSubject {
+                    account: &identity.account,
+                    service: &service,
+                    backend: bk,
+                    stamp: stamp.as_deref(),
+                };
                 let rt = purser_token::issue_refresh(
                     self.signer.as_ref(),
                     &self.issuer,
-                    &identity.account,
-                    &service,
-                    bk,
+                    who,
                     self.refresh_lifetime,
                     now,
                 )
@@ -323,13 +315,76 @@ impl TokenState {
         })
     }
 
+    /// The refresh grant: the token must be this server's, for this service, unexpired; its
+    /// account must still exist at the backend that authenticated it, with the credential it
+    /// had then; and neither the account nor the address may be locked. An invalid token counts
+    /// as a failed login of the address (its account is not to be believed).
+    async fn refresh(
+        &self,
+        token: &str,
+        service: &str,
+        ip: Option<IpAddr>,
+        now: i64,
+        audit: &mut Audit,
+    ) -> Result<(Identity, Option<&'static str>), ApiError> {
+        if let Some(retry_after) = self.lockout.check(&[], ip) {
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        let rc = match purser_token::check_refresh(
+            self.signer.as_ref(),
+            token,
+            &self.issuer,
+            service,
+            now,
+        ) {
+            Ok(rc) => rc,
+            Err(e) => {
+                self.record_failure(&[], ip);
+                return Err(ApiError::InvalidGrant(e.to_string()));
+            }
+        };
+        audit.account = Some(rc.sub.clone());
+        if let Some(retry_after) = self.lockout.check(&[&rc.sub], ip) {
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        let identity = self.chain.lookup(&rc.bk, &rc.sub).await.map_err(|e| {
+            tracing::warn!(backend = %rc.bk, error = %e, "refresh grant: account lookup failed");
+            ApiError::Unavailable {
+                retry_after: UNAVAILABLE_RETRY,
+                message: "the account backend is unavailable; try again later".into(),
+            }
+        })?;
+        let Some(identity) = identity else {
+            return Err(ApiError::InvalidGrant(
+                "the account of this refresh token no longer exists; log in again".into(),
+            ));
+        };
+        // A token from before the backend kept fingerprints has none: it is refused too, so
+        // that no session outlives a password change unnoticed.
+        let current = self.chain.credential_stamp(&rc.bk, &rc.sub);
+        if current != rc.cs {
+            tracing::info!(backend = %rc.bk, account = %rc.sub, "refresh grant refused: the account's password changed since the token was issued");
+            return Err(ApiError::InvalidGrant(
+                "the password of this account changed since this refresh token was issued; log in again".into(),
+            ));
+        }
+        let backend = self.chain.backend_names().into_iter().find(|n| *n == rc.bk);
+        Ok((identity, backend))
+    }
+
+    fn record_failure(&self, accounts: &[&str], ip: Option<IpAddr>) {
+        for scope in self.lockout.record_failure(accounts, ip) {
+            self.metrics.lockouts.with_label_values(&[scope]).inc();
+        }
+    }
+
     async fn authenticate(
         &self,
         creds: &Credentials,
         ip: Option<IpAddr>,
     ) -> Result<(Identity, &'static str), ApiError> {
         // Locked-out callers cost no password hashing.
-        if let Some(retry_after) = self.lockout.check(&creds.username, ip) {
+        if let Some(retry_after) = self.lockout.check(&[&creds.username], ip) {
             return Err(ApiError::RateLimited { retry_after });
         }
         let result = self.chain.authenticate(creds).await;
@@ -353,9 +408,7 @@ impl TokenState {
         match result.decision {
             ChainDecision::Accepted { backend, identity } => Ok((identity, backend)),
             ChainDecision::Rejected { .. } | ChainDecision::UnknownUser => {
-                for scope in self.lockout.record_failure(&creds.username, ip) {
-                    self.metrics.lockouts.with_label_values(&[scope]).inc();
-                }
+                self.record_failure(&[&creds.username], ip);
                 Err(ApiError::Unauthorized(
                     "invalid username or password".into(),
                 ))

@@ -48,4 +48,4 @@ pub use kid::{
     distribution_thumbprint, key_id, libtrust_key_id, libtrust_key_id_of_spki, rfc7638_thumbprint,
     KeyIdMode, KeyIds,
 };
-pub use refresh::{check_refresh, issue_refresh, RefreshClaims, RefreshError};
+pub use refresh::{check_refresh, issue_refresh, RefreshClaims, RefreshError, RefreshSubject};

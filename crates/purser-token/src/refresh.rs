@@ -23,6 +23,10 @@ pub struct RefreshClaims {
     pub svc: String,
     /// The authentication backend that checked the password when the token was issued.
     pub bk: String,
+    /// The fingerprint of the account's stored credential at login, when the backend keeps one:
+    /// a refresh grant is refused once the backend's fingerprint differs (password changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cs: Option<String>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -64,23 +68,33 @@ fn refresh_audience(iss: &str) -> String {
     format!("{iss}/refresh")
 }
 
-/// Signs a refresh token for `sub` on `service`, valid `lifetime` from `now` (unix seconds).
+/// Whom a refresh token is for: the account, the service, the backend that checked the
+/// password, and that backend's fingerprint of the stored credential.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshSubject<'a> {
+    pub account: &'a str,
+    pub service: &'a str,
+    pub backend: &'a str,
+    pub stamp: Option<&'a str>,
+}
+
+/// Signs a refresh token for `who`, valid `lifetime` from `now` (unix seconds). The end is
+/// absolute: refresh grants hand the same token back, they never make a later one.
 pub fn issue_refresh(
     signer: &dyn Signer,
     iss: &str,
-    sub: &str,
-    service: &str,
-    backend: &str,
+    who: RefreshSubject<'_>,
     lifetime: Duration,
     now: i64,
 ) -> Result<String, SignError> {
     let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
     let claims = RefreshClaims {
         iss: iss.to_string(),
-        sub: sub.to_string(),
+        sub: who.account.to_string(),
         aud: refresh_audience(iss),
-        svc: service.to_string(),
-        bk: backend.to_string(),
+        svc: who.service.to_string(),
+        bk: who.backend.to_string(),
+        cs: who.stamp.map(str::to_string),
         iat: now,
         exp: now.saturating_add(lifetime),
         jti: new_jti(),
@@ -126,6 +140,15 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
     const DAY: Duration = Duration::from_secs(86400);
 
+    fn who<'a>(account: &'a str, backend: &'a str) -> RefreshSubject<'a> {
+        RefreshSubject {
+            account,
+            service: "registry.local",
+            backend,
+            stamp: None,
+        }
+    }
+
     fn signer() -> JwsSigner {
         JwsSigner::new(
             generate_key(Alg::Es256).unwrap(),
@@ -138,16 +161,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = signer();
-        let t = issue_refresh(
-            &s,
-            "purser",
-            "alice",
-            "registry.local",
-            "htpasswd",
-            DAY,
-            NOW,
-        )
-        .unwrap();
+        let t = issue_refresh(&s, "purser", who("alice", "htpasswd"), DAY, NOW).unwrap();
         let c = check_refresh(&s, &t, "purser", "registry.local", NOW + 100).unwrap();
         assert_eq!(
             (c.sub.as_str(), c.svc.as_str(), c.bk.as_str()),
@@ -157,12 +171,21 @@ mod tests {
         assert_eq!(c.typ, "refresh");
         assert_eq!((c.iat, c.exp), (NOW, NOW + 86400));
         assert_eq!(c.jti.len(), 22);
+        assert_eq!(c.cs, None);
+        // The credential fingerprint travels when the backend has one.
+        let stamped = RefreshSubject {
+            stamp: Some("abc"),
+            ..who("alice", "htpasswd")
+        };
+        let t = issue_refresh(&s, "purser", stamped, DAY, NOW).unwrap();
+        let c = check_refresh(&s, &t, "purser", "registry.local", NOW).unwrap();
+        assert_eq!(c.cs.as_deref(), Some("abc"));
     }
 
     #[test]
     fn refuses_wrong_service_expired_issuer_and_future() {
         let s = signer();
-        let t = issue_refresh(&s, "purser", "alice", "registry.local", "static", DAY, NOW).unwrap();
+        let t = issue_refresh(&s, "purser", who("alice", "static"), DAY, NOW).unwrap();
         let check = |iss: &str, svc: &str, now: i64| check_refresh(&s, &t, iss, svc, now);
         assert_eq!(
             check("purser", "other", NOW),
@@ -220,16 +243,7 @@ mod tests {
     fn refuses_other_keys_and_junk_without_echoing() {
         let s = signer();
         let other = signer();
-        let t = issue_refresh(
-            &other,
-            "purser",
-            "alice",
-            "registry.local",
-            "ldap",
-            DAY,
-            NOW,
-        )
-        .unwrap();
+        let t = issue_refresh(&other, "purser", who("alice", "ldap"), DAY, NOW).unwrap();
         let err = check_refresh(&s, &t, "purser", "registry.local", NOW).unwrap_err();
         assert_eq!(err, RefreshError::BadSignature);
         assert!(!err.to_string().contains(&t[..20]));
