@@ -70,6 +70,8 @@ enum Expect {
     Refused,
     /// Anything but a server error: the hostile part is ignored (a header purser does not use).
     NoServerError,
+    /// A malformed Authorization header: a failed authentication, 401 with the Basic challenge.
+    Challenge,
 }
 
 /// The verdict on one hostile request. Whatever it was, a 5xx is only ever load shedding (503
@@ -86,6 +88,19 @@ fn check_answer(what: &str, answer: &Answer, expect: Expect) {
                 *code < 500 || shed,
                 "{what}: answered {code}, a server error other than load shedding\n{head}"
             );
+            if matches!(expect, Expect::Challenge) && !shed {
+                assert_eq!(
+                    *code, 401,
+                    "{what}: a malformed Authorization header is a failed authentication\n{head}"
+                );
+                assert!(
+                    head.to_ascii_lowercase().contains(&format!(
+                        "\r\nwww-authenticate: basic realm=\"{}\"",
+                        ISSUER.to_ascii_lowercase()
+                    )),
+                    "{what}: the 401 carries the Basic challenge\n{head}"
+                );
+            }
             if !matches!(expect, Expect::NoServerError) {
                 assert!(
                     (400..500).contains(code) || shed,
@@ -137,7 +152,7 @@ fn barrage() -> Vec<(String, Vec<u8>, Expect)> {
                 basic("bob", "x")
             ),
         ),
-        Expect::ClientError,
+        Expect::Challenge,
     );
     add(
         "duplicate Authorization, both right",
@@ -145,7 +160,7 @@ fn barrage() -> Vec<(String, Vec<u8>, Expect)> {
             Q,
             &format!("Authorization: {alice}\r\nAuthorization: {alice}\r\n"),
         ),
-        Expect::ClientError,
+        Expect::Challenge,
     );
     add(
         "Content-Length and Transfer-Encoding",
@@ -198,7 +213,7 @@ fn barrage() -> Vec<(String, Vec<u8>, Expect)> {
     add(
         "raw invalid UTF-8 in Authorization",
         raw_header.clone(),
-        Expect::ClientError,
+        Expect::Challenge,
     );
     raw_header = get(
         Q,
@@ -210,7 +225,7 @@ fn barrage() -> Vec<(String, Vec<u8>, Expect)> {
     add(
         "invalid UTF-8 inside Basic credentials",
         raw_header,
-        Expect::ClientError,
+        Expect::Challenge,
     );
     add(
         "NUL inside Basic credentials",
@@ -221,7 +236,7 @@ fn barrage() -> Vec<(String, Vec<u8>, Expect)> {
                 BASE64.encode(b"alice\0:alice-secret")
             ),
         ),
-        Expect::ClientError,
+        Expect::Challenge,
     );
     add(
         "NUL (percent-encoded) in the query",
@@ -395,7 +410,7 @@ fn barrage() -> Vec<(String, Vec<u8>, Expect)> {
     add(
         "Bearer instead of Basic",
         get(Q, "Authorization: Bearer abc.def.ghi\r\n"),
-        Expect::ClientError,
+        Expect::Challenge,
     );
     add(
         "unknown method",

@@ -144,6 +144,96 @@ fn ip_rules_grant_inside_the_cidr_only_and_forwarded_for_is_believed_only_from_t
     }
 }
 
+/// Push from the office network (the proxy's own address range), pull for everyone else.
+const PROXY_POLICY: &str = r#"rules:
+  - name: office network
+    match: { account: "*", ip: ["127.0.0.0/8"] }
+    actions: [pull, push]
+  - name: everyone reads
+    match: { account: "*" }
+    actions: [pull]
+"#;
+
+#[test]
+fn a_forwarded_entry_that_is_not_an_address_is_the_client_and_never_the_proxy() {
+    let mut config = json_logs(base_config());
+    set_path(
+        &mut config,
+        "server.trusted_proxies",
+        json!(["127.0.0.1/32"]),
+    );
+    let p = Purser::start(config, &[("policy.yaml", PROXY_POLICY)]);
+    let scope = "repository:office/app:pull,push";
+
+    // (X-Forwarded-For headers in order, granted, the audited client)
+    let cases: &[(&[&str], &[&str], &str)] = &[
+        // The proxy itself, for reference: it may push.
+        (&[], &["pull", "push"], "127.0.0.1"),
+        (&["127.0.0.9"], &["pull", "push"], "127.0.0.9"),
+        // The rightmost entry is an address: the garbage the client wrote before it is ignored.
+        (&["garbage, 203.0.113.9"], &["pull"], "203.0.113.9"),
+        // The client hop is not an address: it is still the client, and matches no ip rule.
+        (&["203.0.113.9:4711"], &["pull"], "203.0.113.9:4711"),
+        (&["unknown"], &["pull"], "unknown"),
+        (&["unknown, 127.0.0.1"], &["pull"], "unknown"),
+        // Several headers are one chain, in order.
+        (&["127.0.0.9", "garbage"], &["pull"], "garbage"),
+        (&["garbage", "198.51.100.7"], &["pull"], "198.51.100.7"),
+    ];
+    for (xff, want, client) in cases {
+        let what = format!("X-Forwarded-For {xff:?}");
+        let headers: Vec<(&str, &str)> = xff.iter().map(|v| ("X-Forwarded-For", *v)).collect();
+        let before = p.audit_records().len();
+        let access = grants(&p, Some(ALICE), &[scope], &headers);
+        assert_eq!(
+            access
+                .get("repository:office/app")
+                .cloned()
+                .unwrap_or_default(),
+            *want,
+            "{what}: granted"
+        );
+        let record = audit_after(&p, before);
+        assert_eq!(record["client_ip"], *client, "{what}: audited client");
+        if *want == ["pull"] {
+            assert_ne!(record["client_ip"], "127.0.0.1", "{what}: never the proxy");
+        }
+    }
+
+    // Failed logins from such a client lock no address, the proxy's least of all: with a limit
+    // of one failure, the proxy's own next request still logs in.
+    let mut config = json_logs(base_config());
+    set_path(
+        &mut config,
+        "server.trusted_proxies",
+        json!(["127.0.0.1/32"]),
+    );
+    set_path(
+        &mut config,
+        "limits.failed_logins",
+        json!({ "max": 1, "window": "60s", "lockout": "5m" }),
+    );
+    let locked = Purser::start(config, &[("policy.yaml", PROXY_POLICY)]);
+    for i in 0..3 {
+        let r = Http::get(&locked.token_url())
+            .query(&[("service", SERVICE), ("scope", scope)])
+            .basic(&format!("nobody{i}"), "wrong")
+            .header("X-Forwarded-For", "unknown")
+            .send()
+            .expect("token request");
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    let access = grants(&locked, Some(ALICE), &[scope], &[]);
+    assert_eq!(
+        access
+            .get("repository:office/app")
+            .cloned()
+            .unwrap_or_default(),
+        ["pull", "push"],
+        "the proxy's address was not locked by its client's failures"
+    );
+}
+
 #[test]
 fn every_token_request_leaves_one_audit_record_without_secrets() {
     let config = json_logs(base_config());

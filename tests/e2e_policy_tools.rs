@@ -450,3 +450,100 @@ fn every_worked_example_in_docs_policy_md_passes_its_cases() {
         );
     }
 }
+
+/// A deny rule written with an IPv4-mapped range, and an allow rule with an IPv6 range that
+/// holds the mapped space, decide alike for the server, `policy explain --ip`, `policy test`
+/// and `check-config`, whichever spelling the client address has.
+const MAPPED_POLICY: &str = r#"rules:
+  - name: no loopback pushes
+    match: { name: "office/**", ip: ["::ffff:127.0.0.0/104"] }
+    actions: []
+  - name: every IPv6 client
+    match: { name: "v6/**", ip: ["::/0"] }
+    actions: [pull, push]
+  - name: everyone reads
+    match: { account: "*" }
+    actions: [pull]
+"#;
+
+#[test]
+fn ipv4_mapped_ranges_decide_alike_in_the_server_explain_and_policy_test() {
+    let office = "repository:office/app:pull,push";
+    let v6 = "repository:v6/app:pull,push";
+    let p = Purser::start(config(), &[("policy.yaml", MAPPED_POLICY)]);
+    // The server: the client is 127.0.0.1 (IPv4), the rules are written in IPv6.
+    let access = grants(&p, Some(("alice", "alice-secret")), &[office, v6], &[]);
+    let got = |r: &str| access.get(r).cloned().unwrap_or_default();
+    assert_eq!(
+        got("repository:office/app"),
+        Vec::<String>::new(),
+        "the mapped deny range holds 127.0.0.1"
+    );
+    assert_eq!(
+        got("repository:v6/app"),
+        ["pull", "push"],
+        "::/0 holds 127.0.0.1"
+    );
+
+    let cfg = p.dir().join("purser.yaml").display().to_string();
+    for ip in ["127.0.0.1", "::ffff:127.0.0.1"] {
+        let (code, stdout, stderr) = purser_out(&[
+            "policy",
+            "explain",
+            "--config",
+            &cfg,
+            "--account",
+            "alice",
+            "--ip",
+            ip,
+            office,
+            v6,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let lines = parse_explain(&stdout);
+        assert_eq!(
+            lines[0].granted,
+            Vec::<String>::new(),
+            "explain --ip {ip}: {stdout}"
+        );
+        assert_eq!(
+            lines[0].rule,
+            Some((0, "no loopback pushes".into())),
+            "{stdout}"
+        );
+        assert_eq!(
+            lines[1].granted,
+            ["pull", "push"],
+            "explain --ip {ip}: {stdout}"
+        );
+    }
+    let (code, stdout, _) = purser_out(&[
+        "policy",
+        "explain",
+        "--config",
+        &cfg,
+        "--account",
+        "alice",
+        "--ip",
+        "10.1.2.3",
+        office,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(parse_explain(&stdout)[0].granted, ["pull"], "{stdout}");
+
+    let cases = p.dir().join("mapped-cases.yaml");
+    std::fs::write(
+        &cases,
+        format!(
+            "cases:\n  - {{ account: alice, ip: 127.0.0.1, scope: \"{office}\", expect: [] }}\n  - {{ account: alice, ip: \"::ffff:127.0.0.1\", scope: \"{office}\", expect: [] }}\n  - {{ account: alice, ip: 10.1.2.3, scope: \"{office}\", expect: [pull] }}\n  - {{ account: alice, ip: 10.1.2.3, scope: \"{v6}\", expect: [pull, push] }}\n"
+        ),
+    )
+    .unwrap();
+    let cases = cases.display().to_string();
+    let (code, stdout, stderr) = purser_out(&["policy", "test", "--config", &cfg, &cases]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+
+    let (code, _, stderr) = purser_out(&["check-config", "--config", &cfg]);
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -323,11 +323,11 @@ fn bad_input_gets_a_4xx_and_the_server_stays_up() {
         .header("Authorization", "Basic !!!not*base64%%%")
         .send()
         .unwrap();
-    assert_error(
-        &r,
-        &[400, 401],
-        &["UNAUTHORIZED", "DENIED", "UNSUPPORTED"],
-        "Basic not base64",
+    // A malformed Basic header is a failed authentication: the challenge, not a 400.
+    assert_error(&r, &[401], &["UNAUTHORIZED"], "Basic not base64");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(format!("Basic realm=\"{ISSUER}\"").as_str())
     );
     assert_still_serving(&p, "a Basic header that is not base64");
 
@@ -391,4 +391,185 @@ fn a_hash_from_purser_hash_password_logs_the_user_in() {
     assert_eq!(actions_of(&jwt, "dave/app"), set(&["push"]));
     let r = get(&p, ("dave", "dave:pw"), &[]);
     assert_eq!(r.status, 401, "{}", r.text());
+}
+
+#[test]
+fn every_token_answer_forbids_caching_success_and_error_get_and_post() {
+    let p = Purser::start(base_config(), &[]);
+    let url = p.token_url();
+    let scope = ("scope", "repository:alice/app:pull");
+    let answers = [
+        ("GET issued", get(&p, ALICE, &["repository:alice/app:pull"])),
+        (
+            "GET wrong password",
+            get(&p, (ALICE.0, "wrong"), &["repository:alice/app:pull"]),
+        ),
+        ("GET malformed scope", get(&p, ALICE, &["repository"])),
+        (
+            "GET malformed Basic",
+            Http::get(&url)
+                .query(&[("service", SERVICE), scope])
+                .header("Authorization", "Basic !!!")
+                .send()
+                .unwrap(),
+        ),
+        (
+            "POST issued",
+            Http::post(&url)
+                .form(&[
+                    ("grant_type", "password"),
+                    ("service", SERVICE),
+                    ("username", ALICE.0),
+                    ("password", ALICE.1),
+                    ("scope", "repository:alice/app:pull"),
+                ])
+                .send()
+                .unwrap(),
+        ),
+        (
+            "POST wrong password",
+            Http::post(&url)
+                .form(&[
+                    ("grant_type", "password"),
+                    ("service", SERVICE),
+                    ("username", ALICE.0),
+                    ("password", "wrong"),
+                ])
+                .send()
+                .unwrap(),
+        ),
+        (
+            "POST unsupported grant",
+            Http::post(&url)
+                .form(&[("grant_type", "client_credentials"), ("service", SERVICE)])
+                .send()
+                .unwrap(),
+        ),
+        (
+            "POST bad refresh token",
+            Http::post(&url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("service", SERVICE),
+                    ("refresh_token", "not.a.token"),
+                ])
+                .send()
+                .unwrap(),
+        ),
+        (
+            "PUT (method not allowed)",
+            Http::new("PUT", &url).send().unwrap(),
+        ),
+    ];
+    let mut statuses = BTreeSet::new();
+    for (what, r) in &answers {
+        statuses.insert(r.status);
+        assert_eq!(
+            r.header("cache-control"),
+            Some("no-store"),
+            "{what}: {}",
+            r.status
+        );
+        assert_eq!(
+            r.header("pragma"),
+            Some("no-cache"),
+            "{what}: {} (RFC 6749 5.1)",
+            r.status
+        );
+    }
+    assert_eq!(
+        statuses,
+        BTreeSet::from([200, 400, 401, 405]),
+        "successes and errors"
+    );
+}
+
+#[test]
+fn malformed_basic_credentials_are_a_401_challenge_that_counts_against_no_one() {
+    let mut config = base_config();
+    // One failure would lock an account or an address, were any counted.
+    set_path(
+        &mut config,
+        "limits.failed_logins",
+        json!({ "max": 1, "window": "60s", "lockout": "5m" }),
+    );
+    // Debug level: the refusal is logged (without the header's content).
+    set_path(&mut config, "log.level", json!("debug"));
+    set_path(&mut config, "authn.anonymous", json!(false));
+    let p = Purser::start(config, &[]);
+    let url = p.token_url();
+    let marker = "alice-marker-9f3";
+    let b64 = |raw: &[u8]| data_encoding::BASE64.encode(raw);
+    let malformed: Vec<(&str, Vec<String>)> = vec![
+        ("not base64", vec![format!("Basic !!!{marker}%%%")]),
+        (
+            "no colon",
+            vec![format!("Basic {}", b64(marker.as_bytes()))],
+        ),
+        ("another scheme", vec![format!("Bearer {marker}")]),
+        (
+            "not UTF-8 inside",
+            vec![format!("Basic {}", b64(b"alice:\xff\xfe-alice-marker-9f3"))],
+        ),
+        (
+            "a NUL byte",
+            vec![format!("Basic {}", b64(b"alice\0:alice-marker-9f3"))],
+        ),
+        (
+            "two Authorization headers",
+            vec![
+                format!("Basic {}", b64(format!("alice:{marker}").as_bytes())),
+                format!("Basic {}", b64(format!("bob:{marker}").as_bytes())),
+            ],
+        ),
+    ];
+    let check = |what: &str, r: &HttpResponse| {
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(format!("Basic realm=\"{ISSUER}\"").as_str()),
+            "{what}"
+        );
+        let body = r.json();
+        assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{what}: {body}");
+        assert!(
+            !r.text().contains(marker),
+            "{what}: the header is echoed: {}",
+            r.text()
+        );
+    };
+    for (what, values) in &malformed {
+        // Each shape three times: more than the limit of one failure.
+        for _ in 0..3 {
+            let mut get_req = Http::get(&url)
+                .query(&[("service", SERVICE), ("scope", "repository:alice/app:pull")]);
+            let mut post_req = Http::post(&url)
+                .form(&[("service", SERVICE), ("scope", "repository:alice/app:pull")]);
+            for v in values {
+                get_req = get_req.header("Authorization", v);
+                post_req = post_req.header("Authorization", v);
+            }
+            check(&format!("GET, {what}"), &get_req.send().unwrap());
+            // POST without grant_type and with Basic credentials is the same request.
+            let r = post_req.send().unwrap();
+            check(&format!("POST, {what}"), &r);
+            assert_eq!(r.json()["error"], "invalid_grant", "POST, {what}");
+        }
+    }
+
+    // Nothing was counted: neither alice (named in some headers) nor the address is locked.
+    let r = get(&p, ALICE, &["repository:alice/app:pull"]);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_tail());
+
+    let log = p.log_text();
+    assert!(
+        log.contains("Authorization header refused"),
+        "the refusal is logged: {}",
+        p.log_tail()
+    );
+    assert!(!log.contains(marker), "a header's content reached the log");
+    assert!(
+        !log.contains(&b64(format!("alice:{marker}").as_bytes())),
+        "a header's content reached the log"
+    );
 }

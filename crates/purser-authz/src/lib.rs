@@ -35,6 +35,7 @@ mod cases;
 mod error;
 mod explain;
 mod index;
+pub mod net;
 mod pattern;
 mod policy;
 mod yaml;

@@ -11,6 +11,7 @@ use serde_norway::{Mapping, Value};
 
 use crate::error::{Loc, PolicyError, PolicyErrors};
 use crate::index::NameIndex;
+use crate::net::{canonical, holds, normalise};
 use crate::pattern::Pattern;
 use crate::yaml::{describe, expect_str, expect_str_list, parse_value, Doc, Seg};
 
@@ -55,22 +56,16 @@ pub(crate) struct Rule {
     pub all_actions: bool,
 }
 
-/// An IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) is matched as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 impl Rule {
     /// Whether every match field of the rule holds for this request.
     pub fn matches(&self, who: &Identity, ctx: &RequestContext, scope: &ResourceScope) -> bool {
         if let Some(nets) = &self.ip {
+            // An unknown address (none given, or a proxy's entry that is not an address)
+            // matches no `ip` rule, deny rules included.
             let Some(ip) = ctx.client_ip.map(canonical) else {
                 return false;
             };
-            if !nets.iter().any(|n| n.contains(&ip)) {
+            if !nets.iter().any(|n| holds(n, ip)) {
                 return false;
             }
         }
@@ -582,10 +577,11 @@ fn list_field<'v>(
     Some(items.iter().enumerate().collect())
 }
 
-/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
+/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address, IPv4-mapped ones as IPv4
+/// (see [`crate::net`]).
 fn parse_net(s: &str) -> Result<IpNet, String> {
     if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
+        return Ok(normalise(net));
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(canonical(ip)));

@@ -113,3 +113,27 @@ fn empty_case_file_has_no_cases() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn cases_match_ipv4_mapped_ranges_as_the_server_does() {
+    let policy = Policy::parse(
+        r#"
+rules:
+  - { name: no lab, match: { ip: ["::ffff:10.0.0.0/104"] }, actions: [] }
+  - { name: everyone, actions: [pull] }
+"#,
+        "policy.yaml",
+    )
+    .unwrap();
+    let text = r#"cases:
+  - { account: a, scope: "repository:x:pull", ip: "10.1.2.3", expect: [] }
+  - { account: a, scope: "repository:x:pull", ip: "::ffff:10.1.2.3", expect: [] }
+  - { account: a, scope: "repository:x:pull", ip: "11.1.2.3", expect: [pull] }
+"#;
+    let cases = CaseFile::parse(text, "cases.yaml").unwrap();
+    let failures: Vec<String> = run_cases(&policy, &cases, "registry.local")
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

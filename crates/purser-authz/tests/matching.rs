@@ -366,6 +366,78 @@ rules:
 }
 
 #[test]
+fn ipv4_mapped_ranges_match_either_spelling_of_the_client() {
+    // The same deny rule written three ways; each must stop 10.1.2.3 however it arrives.
+    for range in [
+        "10.0.0.0/8",
+        "::ffff:10.0.0.0/104",
+        "::ffff:a00:0/104",
+        "::ffff:10.1.2.3/104",
+    ] {
+        let p = policy(&format!(
+            r#"
+rules:
+  - {{ name: no lab, match: {{ ip: ["{range}"] }}, actions: [] }}
+  - {{ name: everyone, actions: [pull] }}
+"#
+        ));
+        let a = user("a", &[]);
+        let s = "repository:x:pull";
+        for client in ["10.1.2.3", "::ffff:10.1.2.3"] {
+            assert_eq!(
+                decide(&p, &a, &ctx_ip(client), s),
+                (vec![], Some(0)),
+                "{range} denies {client}"
+            );
+        }
+        for client in ["11.1.2.3", "::ffff:11.1.2.3", "fd00::1"] {
+            assert_eq!(
+                decide(&p, &a, &ctx_ip(client), s),
+                (vec!["pull".to_string()], Some(1)),
+                "{range} lets {client} through"
+            );
+        }
+    }
+}
+
+#[test]
+fn ipv6_ranges_around_the_mapped_space_hold_ipv4_clients() {
+    let p = policy(
+        r#"
+rules:
+  - { name: v6 wide, match: { ip: ["::ffff:0:0/95"] }, actions: [push] }
+  - { name: v6 all, match: { ip: ["::/0"] }, actions: [pull] }
+"#,
+    );
+    let a = user("a", &[]);
+    let s = "repository:x:pull,push";
+    for client in ["10.1.2.3", "::ffff:10.1.2.3"] {
+        assert_eq!(decide(&p, &a, &ctx_ip(client), s).1, Some(0), "{client}");
+    }
+    assert_eq!(decide(&p, &a, &ctx_ip("fd00::1"), s).1, Some(1));
+}
+
+#[test]
+fn an_unknown_client_address_matches_no_ip_rule_deny_rules_included() {
+    let p = policy(
+        r#"
+rules:
+  - { name: blocked, match: { ip: ["0.0.0.0/0", "::/0"] }, actions: [] }
+  - { name: office, match: { ip: ["127.0.0.0/8"] }, actions: [pull, push] }
+  - { name: everyone, actions: [pull] }
+"#,
+    );
+    let a = user("a", &[]);
+    let s = "repository:x:pull,push";
+    // client_ip None is what the server passes for a proxy's entry that is not an address.
+    assert_eq!(
+        decide(&p, &a, &ctx(), s),
+        (vec!["pull".to_string()], Some(2))
+    );
+    assert_eq!(decide(&p, &a, &ctx_ip("127.0.0.1"), s).1, Some(0));
+}
+
+#[test]
 fn service_and_type() {
     let p = policy(
         r#"

@@ -25,6 +25,10 @@ pub enum Dialect {
 pub enum ApiError {
     /// Wrong or missing credentials.
     Unauthorized(String),
+    /// An Authorization header that is not one set of Basic credentials: a failed
+    /// authentication (401 with the Basic challenge), in both dialects. The reason names what is
+    /// wrong, never the header's content.
+    BadCredentials(&'static str),
     /// Malformed input: a scope, too many scopes, a bad header or form.
     Unsupported(String),
     /// Well formed but refused: unknown service, an account that is not the caller.
@@ -51,7 +55,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn outcome(&self) -> RequestOutcome {
         match self {
-            ApiError::Unauthorized(_) => RequestOutcome::Unauthorized,
+            ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => RequestOutcome::Unauthorized,
             ApiError::InvalidGrant(_) => RequestOutcome::Unauthorized,
             ApiError::RateLimited { .. } => RequestOutcome::RateLimited,
             ApiError::Unavailable { .. } | ApiError::Internal => RequestOutcome::Unavailable,
@@ -61,7 +65,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::BadCredentials(_) => StatusCode::UNAUTHORIZED,
             ApiError::Unsupported(_) | ApiError::Denied(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidGrant(_) | ApiError::UnsupportedGrantType(_) => {
                 StatusCode::BAD_REQUEST
@@ -82,6 +86,7 @@ impl ApiError {
             | ApiError::Denied(m)
             | ApiError::InvalidGrant(m)
             | ApiError::UnsupportedGrantType(m) => m.clone(),
+            ApiError::BadCredentials(reason) => (*reason).to_string(),
             ApiError::RateLimited { retry_after } => {
                 format!(
                     "too many failed logins: try again in {} seconds",
@@ -98,7 +103,9 @@ impl ApiError {
 
     fn distribution_code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized(_) | ApiError::InvalidGrant(_) => "UNAUTHORIZED",
+            ApiError::Unauthorized(_) | ApiError::BadCredentials(_) | ApiError::InvalidGrant(_) => {
+                "UNAUTHORIZED"
+            }
             ApiError::Denied(_) => "DENIED",
             ApiError::RateLimited { .. } => "TOOMANYREQUESTS",
             ApiError::Unavailable { .. } => "UNAVAILABLE",
@@ -110,7 +117,9 @@ impl ApiError {
 
     fn oauth_code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized(_) | ApiError::InvalidGrant(_) => "invalid_grant",
+            ApiError::Unauthorized(_) | ApiError::BadCredentials(_) | ApiError::InvalidGrant(_) => {
+                "invalid_grant"
+            }
             ApiError::UnsupportedGrantType(_) => "unsupported_grant_type",
             ApiError::RateLimited { .. } | ApiError::Unavailable { .. } => {
                 "temporarily_unavailable"
@@ -137,7 +146,9 @@ impl ApiError {
         };
         let mut status = self.status();
         // RFC 6749 answers a failed password grant with 400 invalid_grant; a missing or wrong
-        // Basic header on GET is the 401 challenge.
+        // Basic header on GET is the 401 challenge. A malformed Authorization header is the 401
+        // challenge in both dialects (RFC 6749 §5.2: a client that tried to authenticate with
+        // the Authorization header is answered 401 with the challenge of its scheme).
         if dialect == Dialect::OAuth && matches!(self, ApiError::Unauthorized(_)) {
             status = StatusCode::BAD_REQUEST;
         }
@@ -145,11 +156,9 @@ impl ApiError {
         let h = resp.headers_mut();
         match &self {
             ApiError::Unauthorized(_) if dialect == Dialect::Distribution => {
-                let realm = realm.replace(['"', '\\'], "");
-                if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
-                    h.insert(header::WWW_AUTHENTICATE, v);
-                }
+                basic_challenge(h, realm);
             }
+            ApiError::BadCredentials(_) => basic_challenge(h, realm),
             ApiError::RateLimited { retry_after } | ApiError::Unavailable { retry_after, .. } => {
                 h.insert(
                     header::RETRY_AFTER,
@@ -165,6 +174,15 @@ impl ApiError {
     }
 }
 
+fn basic_challenge(h: &mut http::HeaderMap, realm: &str) {
+    let realm = realm.replace(['"', '\\'], "");
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+}
+
+/// Every JSON answer, token answers and their errors among them: never stored by a cache
+/// (`Cache-Control: no-store`, and `Pragma: no-cache` for HTTP/1.0 caches, RFC 6749 §5.1).
 pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
@@ -175,6 +193,7 @@ pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T)
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -228,5 +247,37 @@ mod tests {
         .into_response(Dialect::OAuth, "purser");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn malformed_credentials_are_the_basic_challenge_in_both_dialects() {
+        for dialect in [Dialect::Distribution, Dialect::OAuth] {
+            let r = ApiError::BadCredentials("the Basic credentials are not valid base64")
+                .into_response(dialect, "purser");
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{dialect:?}");
+            assert_eq!(
+                r.headers()[header::WWW_AUTHENTICATE],
+                "Basic realm=\"purser\"",
+                "{dialect:?}"
+            );
+            let body = futures::executor::block_on(http_body_util::BodyExt::collect(r.into_body()))
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED", "{dialect:?}");
+        }
+    }
+
+    #[test]
+    fn every_json_answer_forbids_caching() {
+        let answers = [
+            json_response(StatusCode::OK, &serde_json::json!({"token": "t"})),
+            ApiError::Unauthorized("x".into()).into_response(Dialect::Distribution, "purser"),
+            ApiError::InvalidGrant("x".into()).into_response(Dialect::OAuth, "purser"),
+        ];
+        for r in answers {
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+            assert_eq!(r.headers()[header::PRAGMA], "no-cache");
+        }
     }
 }

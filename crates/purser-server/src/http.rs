@@ -1,7 +1,7 @@
 //! The HTTP side: routing, the tower stack, the listeners and graceful shutdown.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::error::{json_response, text_response, ApiError, Body, Dialect};
+use crate::forwarded::{client_ip, ClientAddr};
 use crate::metrics::{Metrics, RequestOutcome};
 use crate::token::{Audit, TokenState};
 
@@ -49,29 +50,6 @@ pub struct App {
     pub readiness: Arc<dyn Readiness>,
     pub metrics: Metrics,
     pub realm: String,
-}
-
-/// The client's address: the socket peer, or, when the peer is a trusted proxy, the rightmost
-/// address of `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        let Ok(v) = v.to_str() else { return peer };
-        for part in v.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                Err(_) => return peer,
-            }
-        }
-    }
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
 }
 
 impl App {
@@ -113,7 +91,10 @@ impl App {
 
     async fn token(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
-        let ip = client_ip(peer.ip(), req.headers(), &self.trusted_proxies);
+        let client = client_ip(peer.ip(), req.headers(), &self.trusted_proxies);
+        // `None` for a client whose forwarded entry is not an address: it matches no `ip` rule
+        // and has no per-address lockout.
+        let ip = client.ip();
         let method = req.method().clone();
         let mut audit = Audit::default();
         let (dialect, result) = match method {
@@ -121,9 +102,7 @@ impl App {
                 let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
                 (
                     Dialect::Distribution,
-                    self.token
-                        .get(req.headers(), &query, Some(ip), &mut audit)
-                        .await,
+                    self.token.get(req.headers(), &query, ip, &mut audit).await,
                 )
             }
             Method::POST => {
@@ -133,9 +112,7 @@ impl App {
                         let b = b.to_bytes();
                         (
                             Dialect::OAuth,
-                            self.token
-                                .post(&parts.headers, &b, Some(ip), &mut audit)
-                                .await,
+                            self.token.post(&parts.headers, &b, ip, &mut audit).await,
                         )
                     }
                     Err(e) => {
@@ -173,7 +150,13 @@ impl App {
             .token_request_duration
             .with_label_values(&[method_label])
             .observe(started.elapsed().as_secs_f64());
-        audit_record(&audit, ip, method_label, outcome, result.as_ref().err());
+        audit_record(
+            &audit,
+            &client,
+            method_label,
+            outcome,
+            result.as_ref().err(),
+        );
         match result {
             Ok(r) => r,
             Err(e) => e.into_response(dialect, &self.realm),
@@ -184,7 +167,7 @@ impl App {
 /// The audit record: one structured line per token request. Never a password or a token.
 fn audit_record(
     a: &Audit,
-    ip: IpAddr,
+    client: &ClientAddr,
     method: &str,
     outcome: RequestOutcome,
     err: Option<&ApiError>,
@@ -194,7 +177,7 @@ fn audit_record(
     let error = err.map(|e| format!("{:?}", e.status())).unwrap_or_default();
     tracing::info!(
         target: "purser::audit",
-        client_ip = %ip,
+        client_ip = %client,
         method,
         account = a.account.as_deref().unwrap_or(""),
         backend = a.backend.unwrap_or(""),
@@ -520,24 +503,5 @@ mod tests {
             assert_eq!(shown, format!("{n:016x}"));
             assert_eq!(id.header_value().to_str().unwrap(), shown);
         }
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.1.1.1"),
-        );
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            client_ip(peer, &h, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
-        let outsider: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
-        h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
-        assert_eq!(client_ip(peer, &h, &trusted), peer);
     }
 }

@@ -15,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod forwarded;
 pub mod http;
 pub mod ldap;
 pub mod lockout;

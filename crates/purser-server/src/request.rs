@@ -76,41 +76,46 @@ impl Params {
 }
 
 /// The Basic credentials of a request: `Ok(None)` when there is no Authorization header.
+///
+/// A header that is not one well-formed set of Basic credentials (another scheme, bad base64,
+/// no colon, invalid UTF-8, a NUL byte, more than one header) is a failed authentication, as
+/// the distribution token spec has it: [`ApiError::BadCredentials`], a 401 with the Basic
+/// challenge. It names no account, so it counts against none, and its content is never logged.
 pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::Unsupported(
-            "more than one Authorization header".into(),
-        ));
+        return Err(refused("more than one Authorization header"));
     }
     let value = value.as_bytes();
     let Some(b64) = strip_scheme(value, b"basic") else {
-        return Err(ApiError::Unsupported(
-            "Authorization header must use the Basic scheme".into(),
+        return Err(refused(
+            "the Authorization header must use the Basic scheme",
         ));
     };
     let b64 = b64.trim_ascii();
     let decoded = BASE64
         .decode(b64)
         .or_else(|_| BASE64_NOPAD.decode(b64))
-        .map_err(|_| ApiError::Unsupported("Authorization header is not valid base64".into()))?;
+        .map_err(|_| refused("the Basic credentials are not valid base64"))?;
     let text = String::from_utf8(decoded)
-        .map_err(|_| ApiError::Unsupported("Basic credentials are not valid UTF-8".into()))?;
+        .map_err(|_| refused("the Basic credentials are not valid UTF-8"))?;
     // The user name ends at the first colon; the password may hold more colons.
     let Some((user, pass)) = text.split_once(':') else {
-        return Err(ApiError::Unsupported(
-            "Basic credentials must be user:password".into(),
-        ));
+        return Err(refused("the Basic credentials must be user:password"));
     };
     if user.contains('\0') || pass.contains('\0') {
-        return Err(ApiError::Unsupported(
-            "Basic credentials contain a NUL byte".into(),
-        ));
+        return Err(refused("the Basic credentials contain a NUL byte"));
     }
     Ok(Some(Credentials::new(user, pass)))
+}
+
+/// A refused Authorization header: the reason for the client and the log, never the content.
+fn refused(reason: &'static str) -> ApiError {
+    tracing::debug!(reason, "Authorization header refused");
+    ApiError::BadCredentials(reason)
 }
 
 fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
@@ -142,17 +147,41 @@ mod tests {
         assert_eq!(c.password.expose(), "p:w");
     }
 
-    #[test]
-    fn basic_refuses_garbage() {
-        for v in ["Basic !!!", "Bearer abc", "Basic", "Basic dXNlcg=="] {
-            assert!(basic_credentials(&headers(v)).is_err(), "{v}");
+    /// Every malformed header is the same failed authentication: a 401.
+    fn assert_refused(h: &HeaderMap, what: &str) {
+        match basic_credentials(h) {
+            Err(e @ ApiError::BadCredentials(_)) => {
+                assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED, "{what}")
+            }
+            other => panic!("{what}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn basic_refuses_garbage_as_a_failed_authentication() {
+        for v in [
+            "Basic !!!",
+            "Bearer abc",
+            "Basic",
+            "Basic dXNlcg==",
+            "Basic YWxpY2UAOnNlY3JldA==", // "alice\0:secret"
+            "Basic YWxpY2U6//4=",         // "alice:" then bytes that are not UTF-8
+            "Digest username=\"alice\"",
+        ] {
+            assert_refused(&headers(v), v);
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Basic \xff\xfe").unwrap(),
+        );
+        assert_refused(&h, "raw bytes that are not UTF-8");
         let mut h = headers("Basic YTpi");
         h.append(
             header::AUTHORIZATION,
             HeaderValue::from_static("Basic YTpi"),
         );
-        assert!(basic_credentials(&h).is_err());
+        assert_refused(&h, "two headers");
     }
 
     #[test]
@@ -178,7 +207,7 @@ mod tests {
 
         proptest! {
             #[test]
-            fn any_header_bytes_give_credentials_or_a_client_error(
+            fn any_header_bytes_give_credentials_or_a_401(
                 bytes in prop::collection::vec(any::<u8>(), 0..200),
             ) {
                 if let Some(h) = header_of(&bytes) {
@@ -189,13 +218,13 @@ mod tests {
                             prop_assert!(!c.password.expose().contains('\0'));
                         }
                         Ok(None) => prop_assert!(false, "a header was present"),
-                        Err(e) => prop_assert!(e.status().is_client_error()),
+                        Err(e) => prop_assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED),
                     }
                 }
             }
 
             #[test]
-            fn any_base64_payload_gives_credentials_or_a_client_error(
+            fn any_base64_payload_gives_credentials_or_a_401(
                 payload in prop::collection::vec(any::<u8>(), 0..120),
                 pad in any::<bool>(),
             ) {
@@ -209,7 +238,7 @@ mod tests {
                         prop_assert_eq!(c.password.expose(), p);
                     }
                     Ok(None) => prop_assert!(false, "a header was present"),
-                    Err(e) => prop_assert!(e.status().is_client_error()),
+                    Err(e) => prop_assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED),
                 }
             }
 
