@@ -351,11 +351,31 @@ impl TokenState {
             }
         }
         match result.decision {
-            ChainDecision::Accepted { backend, identity } => Ok((identity, backend)),
-            ChainDecision::Rejected { .. } | ChainDecision::UnknownUser => {
-                for scope in self.lockout.record_failure(&creds.username, ip) {
-                    self.metrics.lockouts.with_label_values(&[scope]).inc();
+            ChainDecision::Accepted { backend, identity } => {
+                // The backend's account may be spelled differently from the name typed (a
+                // directory matches `ALICE` to `alice`): a locked account stays locked
+                // whatever the spelling, even when the password is right.
+                if identity.account != creds.username {
+                    if let Some(retry_after) = self.lockout.check(&identity.account, ip) {
+                        return Err(ApiError::RateLimited { retry_after });
+                    }
                 }
+                Ok((identity, backend))
+            }
+            ChainDecision::Rejected { account, .. } => {
+                let account = account.filter(|a| *a != creds.username);
+                if let Some(retry_after) =
+                    account.as_deref().and_then(|a| self.lockout.check(a, ip))
+                {
+                    return Err(ApiError::RateLimited { retry_after });
+                }
+                self.record_failure(&creds.username, account.as_deref(), ip);
+                Err(ApiError::Unauthorized(
+                    "invalid username or password".into(),
+                ))
+            }
+            ChainDecision::UnknownUser => {
+                self.record_failure(&creds.username, None, ip);
                 Err(ApiError::Unauthorized(
                     "invalid username or password".into(),
                 ))
@@ -367,6 +387,21 @@ impl TokenState {
                     message: "the authentication backend is unavailable; try again later".into(),
                 })
             }
+        }
+    }
+}
+
+impl TokenState {
+    /// Counts a failed login against the name typed and against `account`, the backend's own
+    /// name for the user when it differs (so that spelling a name differently does not buy
+    /// more guesses). The client address counts once.
+    fn record_failure(&self, typed: &str, account: Option<&str>, ip: Option<IpAddr>) {
+        let mut locked = self.lockout.record_failure(typed, ip);
+        if let Some(account) = account {
+            locked.extend(self.lockout.record_failure(account, None));
+        }
+        for scope in locked {
+            self.metrics.lockouts.with_label_values(&[scope]).inc();
         }
     }
 }
