@@ -16,8 +16,13 @@ pub enum ChainDecision {
         backend: BackendName,
         identity: Identity,
     },
-    /// A backend knew the user and the password was wrong.
-    Rejected { backend: BackendName },
+    /// A backend knew the user and the password was wrong. `account` is the backend's own name
+    /// for the user when it knows one (see [`AuthnOutcome::Rejected`]): failed logins count
+    /// against it as well as against the name typed.
+    Rejected {
+        backend: BackendName,
+        account: Option<String>,
+    },
     /// No backend knows the user (and every backend could answer).
     UnknownUser,
     /// No backend decided and this one could not answer; the first such backend is named.
@@ -121,9 +126,12 @@ impl Chain {
                         attempts,
                     }
                 }
-                Ok(AuthnOutcome::Rejected) => {
+                Ok(AuthnOutcome::Rejected { account }) => {
                     return ChainResult {
-                        decision: ChainDecision::Rejected { backend: name },
+                        decision: ChainDecision::Rejected {
+                            backend: name,
+                            account,
+                        },
                         attempts,
                     }
                 }
@@ -255,14 +263,15 @@ mod tests {
     #[tokio::test]
     async fn first_decision_wins() {
         let a = Scripted::new("static", Ok(AuthnOutcome::UnknownUser));
-        let b = Scripted::new("htpasswd", Ok(AuthnOutcome::Rejected));
+        let b = Scripted::new("htpasswd", Ok(AuthnOutcome::REJECTED));
         let c = Scripted::new("ldap", accepted("alice"));
         let chain = Chain::new(vec![a, b, c.clone()]);
         let r = chain.authenticate(&creds()).await;
         assert_eq!(
             r.decision,
             ChainDecision::Rejected {
-                backend: "htpasswd"
+                backend: "htpasswd",
+                account: None,
             }
         );
         assert_eq!(
@@ -340,8 +349,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rejection_carries_the_account_the_backend_found() {
+        let found = Ok(AuthnOutcome::Rejected {
+            account: Some("alice".into()),
+        });
+        let chain = Chain::new(vec![Scripted::new("ldap", found)]);
+        let r = chain
+            .authenticate(&Credentials::new("ALICE", "wrong"))
+            .await;
+        assert_eq!(
+            r.decision,
+            ChainDecision::Rejected {
+                backend: "ldap",
+                account: Some("alice".into()),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_login_answers_with_the_backend_s_account() {
+        // The cache is keyed by the name typed, but what it returns is the identity the
+        // backend gave: the account, not the spelling.
+        let b = Scripted::new("ldap", accepted("alice"));
+        let chain = Chain::with_cache(vec![b.clone()], Duration::from_secs(60));
+        let typed = Credentials::new("ALICE", "pw");
+        chain.authenticate(&typed).await;
+        let r = chain.authenticate(&typed).await;
+        assert!(r.attempts[0].cache_hit);
+        assert!(matches!(
+            r.decision,
+            ChainDecision::Accepted { identity, .. } if identity.account == "alice"
+        ));
+        assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn rejections_are_not_cached() {
-        let b = Scripted::new("static", Ok(AuthnOutcome::Rejected));
+        let b = Scripted::new("static", Ok(AuthnOutcome::REJECTED));
         let chain = Chain::with_cache(vec![b.clone()], Duration::from_secs(60));
         chain.authenticate(&creds()).await;
         let r = chain.authenticate(&creds()).await;

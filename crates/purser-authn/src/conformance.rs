@@ -35,18 +35,18 @@ pub async fn accepts_good(auth: &dyn Authenticator, good: &Credentials, expected
 /// A wrong password for a known user is *rejected*: not unknown, not an error.
 pub async fn rejects_bad(auth: &dyn Authenticator, bad: &Credentials) {
     let name = auth.name();
+    // A backend may name the account it found (a directory's own spelling of the name).
     let got = auth.authenticate(bad).await;
-    assert_eq!(
-        got,
-        Ok(AuthnOutcome::Rejected),
-        "{name}: wrong password for {:?}",
+    assert!(
+        matches!(got, Ok(AuthnOutcome::Rejected { .. })),
+        "{name}: wrong password for {:?}: {got:?}",
         bad.username
     );
     let empty = Credentials::new(bad.username.clone(), "");
-    assert_eq!(
-        auth.authenticate(&empty).await,
-        Ok(AuthnOutcome::Rejected),
-        "{name}: empty password for {:?}",
+    let got = auth.authenticate(&empty).await;
+    assert!(
+        matches!(got, Ok(AuthnOutcome::Rejected { .. })),
+        "{name}: empty password for {:?}: {got:?}",
         bad.username
     );
 }
@@ -95,7 +95,7 @@ pub async fn unknown_user_costs_like_a_wrong_password(
     unknown_user: &Credentials,
 ) {
     let name = auth.name();
-    let wrong = work_of(auth, &work, wrong_password, AuthnOutcome::Rejected).await;
+    let wrong = work_of(auth, &work, wrong_password, AuthnOutcome::REJECTED).await;
     let unknown = work_of(auth, &work, unknown_user, AuthnOutcome::UnknownUser).await;
     assert!(
         wrong.bcrypt_checks > 0,

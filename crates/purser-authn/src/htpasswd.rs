@@ -330,7 +330,7 @@ impl Authenticator for HtpasswdAuthenticator {
         })?;
         Ok(match verdict {
             None => AuthnOutcome::UnknownUser,
-            Some(false) => AuthnOutcome::Rejected,
+            Some(false) => AuthnOutcome::REJECTED,
             Some(true) => AuthnOutcome::Accepted(self.identity(&creds.username)),
         })
     }

@@ -148,7 +148,7 @@ impl Authenticator for StaticAuthenticator {
                             user.groups.clone(),
                         ))
                     } else {
-                        AuthnOutcome::Rejected
+                        AuthnOutcome::REJECTED
                     }
                 }
                 None => {
@@ -236,7 +236,7 @@ mod tests {
         for task in tasks {
             match task.await.unwrap().unwrap() {
                 AuthnOutcome::Accepted(_) => outcomes[0] += 1,
-                AuthnOutcome::Rejected => outcomes[1] += 1,
+                AuthnOutcome::Rejected { .. } => outcomes[1] += 1,
                 AuthnOutcome::UnknownUser => outcomes[2] += 1,
             }
         }

@@ -86,7 +86,7 @@ async fn assert_verifies(auth: &HtpasswdAuthenticator, user: &str, good: &str, b
         .authenticate(&Credentials::new(user, bad))
         .await
         .unwrap();
-    assert_eq!(got, AuthnOutcome::Rejected, "{user}: wrong password");
+    assert_eq!(got, AuthnOutcome::REJECTED, "{user}: wrong password");
 }
 
 #[tokio::test]

@@ -143,7 +143,7 @@ async fn the_cache_forgets_at_each_reload_and_never_serves_an_old_password() {
     users.store(db);
 
     let (r, hit) = cached.authenticate_traced(&old_creds).await;
-    assert_eq!(r, Ok(AuthnOutcome::Rejected));
+    assert_eq!(r, Ok(AuthnOutcome::REJECTED));
     assert!(!hit);
     assert_eq!(inner.hash_work().bcrypt_checks, checks + 1);
     assert!(cached.cache().is_empty(), "the stale entry is dropped");

@@ -102,13 +102,20 @@ async fn both_modes_over_every_transport() {
         );
         assert_eq!(
             ldap.authenticate(&Credentials::new("alice", "wrong")).await,
-            Ok(AuthnOutcome::Rejected),
+            Ok(if mode == "search" {
+                // The entry was found: the rejection names its account.
+                AuthnOutcome::Rejected {
+                    account: Some("alice".into()),
+                }
+            } else {
+                AuthnOutcome::REJECTED
+            }),
             "{what}"
         );
         let unknown = if mode == "search" {
             AuthnOutcome::UnknownUser
         } else {
-            AuthnOutcome::Rejected
+            AuthnOutcome::REJECTED
         };
         assert_eq!(
             ldap.authenticate(&creds("nobody")).await,
@@ -184,7 +191,7 @@ async fn groups_and_lookup() {
     // Two entries match (uid=twin): ambiguous, refused even with the right password.
     assert_eq!(
         ldap.authenticate(&creds("twin")).await,
-        Ok(AuthnOutcome::Rejected)
+        Ok(AuthnOutcome::REJECTED)
     );
     assert_eq!(ldap.lookup("twin").await, Ok(None));
 
@@ -244,7 +251,7 @@ async fn injection_attempts_log_no_one_in() {
             let expected = if mode == "search" {
                 AuthnOutcome::UnknownUser
             } else {
-                AuthnOutcome::Rejected
+                AuthnOutcome::REJECTED
             };
             assert_eq!(got, Ok(expected), "{mode}: user name {name:?}");
         }
@@ -264,7 +271,7 @@ async fn an_empty_password_is_refused_without_a_bind() {
         let bob_before = slapd.binds_as(&bob_dn);
         assert_eq!(
             ldap.authenticate(&Credentials::new("alice", "")).await,
-            Ok(AuthnOutcome::Rejected)
+            Ok(AuthnOutcome::REJECTED)
         );
         // A bind that is logged after the one that must not have happened.
         assert_eq!(ldap.authenticate(&creds("bob")).await, accepted("bob", &[]));
@@ -392,4 +399,113 @@ async fn urls_fail_over_in_order() {
             accepted("alice", &["admins", "developers"])
         );
     }
+}
+
+/// The directory matches other spellings of a name to the entry; the identity, the group
+/// filter's `{username}`, `lookup` and a rejection's account are the entry's `uid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_is_the_entry_s_attribute_not_the_name_typed() {
+    let slapd = Slapd::start();
+    // Groups by name (RFC 2307 memberUid, matched exactly) and by DN at once.
+    let posix = |base: LdapSettings| LdapSettings {
+        group_filter: "(|(memberUid={username})(member={dn}))".into(),
+        ..base
+    };
+    let direct_with_service = LdapSettings {
+        bind_dn: slapd::SERVICE_DN.into(),
+        bind_password: Password::new(slapd::SERVICE_PASSWORD),
+        ..direct_settings(&slapd)
+    };
+    for (mode, settings) in [
+        ("search", posix(search_settings(&slapd))),
+        ("direct", posix(direct_settings(&slapd))),
+        ("direct with a service account", posix(direct_with_service)),
+    ] {
+        let ldap = LdapAuthenticator::new(settings).unwrap();
+        for typed in ["bob", "BOB", "Bob", " bob", "bob "] {
+            assert_eq!(
+                ldap.authenticate(&Credentials::new(typed, slapd::password_of("bob")))
+                    .await,
+                accepted("bob", &["contractors"]),
+                "{mode}: {typed:?}"
+            );
+        }
+        assert_eq!(
+            ldap.authenticate(&Credentials::new("ALICE", slapd::password_of("alice")))
+                .await,
+            accepted("alice", &["admins", "developers"]),
+            "{mode}"
+        );
+        let rejected = ldap.authenticate(&Credentials::new("ALICE", "wrong")).await;
+        let expected = if mode == "direct" {
+            // Without a service account nothing can read the entry of a failed bind.
+            None
+        } else {
+            Some("alice".to_string())
+        };
+        assert_eq!(
+            rejected,
+            Ok(AuthnOutcome::Rejected { account: expected }),
+            "{mode}"
+        );
+        if mode != "direct" {
+            assert_eq!(
+                ldap.lookup("BOB").await,
+                Ok(Some(Identity::new("bob", vec!["contractors".into()]))),
+                "{mode}"
+            );
+        }
+    }
+}
+
+/// Without a readable account attribute the login is refused (and logged), never answered with
+/// the name typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_account_attribute_refuses_the_login() {
+    let slapd = Slapd::start();
+    for (mode, base) in [
+        ("search", search_settings(&slapd)),
+        ("direct", direct_settings(&slapd)),
+    ] {
+        // The seed's people have no `description`.
+        let ldap = LdapAuthenticator::new(LdapSettings {
+            account_attribute: "description".into(),
+            ..base.clone()
+        })
+        .unwrap();
+        assert_eq!(
+            ldap.authenticate(&creds("alice")).await,
+            Ok(AuthnOutcome::REJECTED),
+            "{mode}"
+        );
+        if mode == "search" {
+            assert_eq!(ldap.lookup("alice").await, Ok(None));
+        }
+        // Two `uid` values: which one is the account would be a guess.
+        let ldap = LdapAuthenticator::new(base).unwrap();
+        for typed in [slapd::MULTI_UID, "patricia"] {
+            let got = ldap
+                .authenticate(&Credentials::new(
+                    typed,
+                    slapd::password_of(slapd::MULTI_UID),
+                ))
+                .await;
+            assert_eq!(got, Ok(AuthnOutcome::REJECTED), "{mode}: {typed}");
+        }
+        assert_eq!(
+            ldap.authenticate(&creds("alice")).await,
+            accepted("alice", &["admins", "developers"])
+        );
+    }
+    // `cn` is single-valued in the seed (equal to the uid): any attribute name works.
+    let ldap = LdapAuthenticator::new(LdapSettings {
+        account_attribute: "CN".into(),
+        ..search_settings(&slapd)
+    })
+    .unwrap();
+    assert_eq!(
+        ldap.authenticate(&Credentials::new("Alice", slapd::password_of("alice")))
+            .await,
+        accepted("alice", &["admins", "developers"])
+    );
 }

@@ -70,18 +70,27 @@ impl Identity {
 /// A backend's answer when it could decide. A wrong password is `Rejected`, not an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthnOutcome {
+    /// The identity's `account` is the backend's own name for the user, which may differ from
+    /// the name typed (a directory matches `ALICE` to its entry `alice`): the policy, the token
+    /// and the lockout use it.
     Accepted(Identity),
-    Rejected,
+    /// A wrong password (or a user the backend cannot log in). `account` is the backend's own
+    /// name for the user when it knows it and it may differ from the name typed (the directory
+    /// found the entry), so that failed logins count against that account too; `None` otherwise.
+    Rejected { account: Option<String> },
     /// The backend does not know this user: the chain asks the next backend.
     UnknownUser,
 }
 
 impl AuthnOutcome {
+    /// A rejection that names no account beyond the one typed.
+    pub const REJECTED: AuthnOutcome = AuthnOutcome::Rejected { account: None };
+
     /// The label used in `purser_authn_attempts_total{outcome}`.
     pub fn label(&self) -> &'static str {
         match self {
             AuthnOutcome::Accepted(_) => "accepted",
-            AuthnOutcome::Rejected => "rejected",
+            AuthnOutcome::Rejected { .. } => "rejected",
             AuthnOutcome::UnknownUser => "unknown_user",
         }
     }

@@ -433,6 +433,9 @@ pub struct LdapConfig {
     pub group_filter: String,
     /// Attribute naming a group. Default `cn`.
     pub group_name_attribute: String,
+    /// Attribute of the user's entry holding the account name, the name the policy, the token
+    /// and the lockout see (`sAMAccountName` for Active Directory). Default `uid`.
+    pub account_attribute: String,
     /// Bound on every directory operation. Default `5s`.
     pub timeout: HumanDuration,
     /// Service-account connections kept. Default `8`.
@@ -458,6 +461,7 @@ impl std::fmt::Debug for LdapConfig {
             .field("group_base", &self.group_base)
             .field("group_filter", &self.group_filter)
             .field("group_name_attribute", &self.group_name_attribute)
+            .field("account_attribute", &self.account_attribute)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
             .finish()
@@ -479,6 +483,7 @@ impl Default for LdapConfig {
             group_base: String::new(),
             group_filter: "(member={dn})".into(),
             group_name_attribute: "cn".into(),
+            account_attribute: "uid".into(),
             timeout: HumanDuration::secs(5),
             pool_size: 8,
         }

@@ -15,6 +15,7 @@ pub fn build(c: &LdapConfig) -> Result<purser_authn::ldap::LdapAuthenticator, St
         group_base: c.group_base.clone(),
         group_filter: c.group_filter.clone(),
         group_name_attribute: c.group_name_attribute.clone(),
+        account_attribute: c.account_attribute.clone(),
         timeout: c.timeout.0,
         pool_size: c.pool_size,
     };

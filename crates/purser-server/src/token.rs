@@ -406,8 +406,33 @@ impl TokenState {
             }
         }
         match result.decision {
-            ChainDecision::Accepted { backend, identity } => Ok((identity, backend)),
-            ChainDecision::Rejected { .. } | ChainDecision::UnknownUser => {
+            ChainDecision::Accepted { backend, identity } => {
+                // The backend's account may be spelled differently from the name typed (a
+                // directory matches `ALICE` to `alice`): a locked account stays locked
+                // whatever the spelling, even when the password is right.
+                if identity.account != creds.username {
+                    if let Some(retry_after) = self.lockout.check(&[&identity.account], ip) {
+                        return Err(ApiError::RateLimited { retry_after });
+                    }
+                }
+                Ok((identity, backend))
+            }
+            ChainDecision::Rejected { account, .. } => {
+                let account = account.filter(|a| *a != creds.username);
+                if let Some(retry_after) =
+                    account.as_deref().and_then(|a| self.lockout.check(&[a], ip))
+                {
+                    return Err(ApiError::RateLimited { retry_after });
+                }
+                match account.as_deref() {
+                    Some(a) => self.record_failure(&[&creds.username, a], ip),
+                    None => self.record_failure(&[&creds.username], ip),
+                }
+                Err(ApiError::Unauthorized(
+                    "invalid username or password".into(),
+                ))
+            }
+            ChainDecision::UnknownUser => {
                 self.record_failure(&[&creds.username], ip);
                 Err(ApiError::Unauthorized(
                     "invalid username or password".into(),

@@ -26,6 +26,16 @@
 //! - **direct bind** (`user_dn`): the DN is the template with the escaped user name; a failed
 //!   bind cannot tell an unknown user from a wrong password, so both answer `Rejected`.
 //!
+//! The account is the directory's, not the name typed: a directory matches `ALICE`, ` alice` or
+//! other spellings to the entry `uid=alice`, so the user's name is the value of
+//! `account_attribute` (`uid`; `sAMAccountName` for Active Directory) read from the entry
+//! itself: requested with the user search, or read as the user right after a direct bind. The
+//! identity, the group filter's `{username}` and `lookup` all use it; a rejected password names it
+//! too when the entry was found, so that failed logins count against the account. When it cannot
+//! be read (absent, several values, unreadable entry) the login is refused and the reason logged:
+//! falling back to the name typed would reopen the hole, and the DN's RDN is no better (in direct
+//! bind it is the name typed).
+//!
 //! Pooled connections are never bound as a user: user binds always use their own connection,
 //! closed (unbind) right after. Their number is bounded by `pool_size` too.
 //!
@@ -87,6 +97,8 @@ pub struct LdapSettings {
     pub group_filter: String,
     /// The attribute naming a group.
     pub group_name_attribute: String,
+    /// The attribute of the user's entry holding the account name (single-valued).
+    pub account_attribute: String,
     /// Bound on each directory operation: connect, bind, search.
     pub timeout: Duration,
     /// Connections bound as the service account kept open at most; also the bound on
@@ -109,6 +121,7 @@ impl Default for LdapSettings {
             group_base: String::new(),
             group_filter: "(member={dn})".into(),
             group_name_attribute: "cn".into(),
+            account_attribute: "uid".into(),
             timeout: Duration::from_secs(5),
             pool_size: 8,
         }
@@ -229,17 +242,21 @@ impl LdapSettings {
                 &self.group_filter,
                 &["dn", "username"],
             );
-            let attr_ok = !self.group_name_attribute.is_empty()
-                && self
-                    .group_name_attribute
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b';');
-            if !attr_ok {
+            if !is_attribute_name(&self.group_name_attribute) {
                 problem(
                     "group_name_attribute",
                     format!("{:?} is not an attribute name", self.group_name_attribute),
                 );
             }
+        }
+        if !is_attribute_name(&self.account_attribute) {
+            problem(
+                "account_attribute",
+                format!(
+                    "{:?} is not an attribute name, e.g. uid (sAMAccountName for Active Directory)",
+                    self.account_attribute
+                ),
+            );
         }
         if self.timeout.is_zero() {
             problem("timeout", "must be more than 0s".into());
@@ -252,6 +269,19 @@ impl LdapSettings {
         }
         (problems, tls)
     }
+}
+
+/// An attribute description (RFC 4512 section 2.5): a name or an OID, options after `;`.
+pub fn is_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.split(';').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
 }
 
 fn check_filter(
@@ -303,8 +333,15 @@ enum Health {
 /// What the user search found.
 enum Found {
     None,
-    One(String),
+    One(UserEntry),
     Many(usize),
+}
+
+/// A user's entry: its DN as the directory gave it, and its account (the value of
+/// `account_attribute`) or why there is none.
+struct UserEntry {
+    dn: String,
+    account: Result<String, String>,
 }
 
 /// Checks passwords against a directory; see the module documentation.
@@ -320,6 +357,7 @@ pub struct LdapAuthenticator {
     group_base: String,
     group_filter: String,
     group_name_attribute: String,
+    account_attribute: String,
     timeout: Duration,
     user_binds: Semaphore,
     health: Mutex<Health>,
@@ -369,6 +407,7 @@ impl LdapAuthenticator {
             group_base: settings.group_base,
             group_filter: settings.group_filter,
             group_name_attribute: settings.group_name_attribute,
+            account_attribute: settings.account_attribute,
             timeout: settings.timeout,
             user_binds: Semaphore::new(settings.pool_size),
             health: Mutex::new(Health::Unknown),
@@ -430,22 +469,23 @@ impl LdapAuthenticator {
     async fn find_user(&self, username: &str) -> Result<Found, String> {
         let filter = fill(&self.user_filter, &[("username", &filter_value(username))]);
         let base = self.user_base.clone();
+        let attr = self.account_attribute.clone();
         let limit = self.server_time_limit();
         let result = self
             .with_pool(|mut ldap| {
-                let (base, filter) = (base.clone(), filter.clone());
+                let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
                 async move {
                     ldap.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
-                        .search(&base, Scope::Subtree, &filter, vec!["1.1"])
+                        .search(&base, Scope::Subtree, &filter, vec![attr])
                         .await
                 }
             })
             .await?;
         let ldap3::SearchResult(entries, res) = result;
-        let mut dns: Vec<String> = entries
+        let mut dns: Vec<UserEntry> = entries
             .into_iter()
             .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .map(|e| SearchEntry::construct(e).dn)
+            .map(|e| self.user_entry(SearchEntry::construct(e)))
             .collect();
         match res.rc {
             0 => {}
@@ -462,6 +502,65 @@ impl LdapAuthenticator {
             1 => Found::One(dns.remove(0)),
             n => Found::Many(n),
         })
+    }
+
+    /// The DN and account of an entry read with `account_attribute` requested.
+    fn user_entry(&self, entry: SearchEntry) -> UserEntry {
+        let values: Vec<String> = entry
+            .attrs
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(&self.account_attribute))
+            .flat_map(|(_, v)| v)
+            .collect();
+        let account = match <[String; 1]>::try_from(values) {
+            Ok([one]) if acceptable_username(&one) => Ok(one),
+            Ok(_) => Err("its value is empty, too long or holds a NUL byte".to_string()),
+            Err(values) if values.is_empty() => {
+                Err("the entry has no such attribute, or it cannot be read".to_string())
+            }
+            // Which of several names is the account would be a guess: one entry, one name.
+            Err(values) => Err(format!(
+                "it has {} values; name a single-valued attribute",
+                values.len()
+            )),
+        };
+        UserEntry {
+            dn: entry.dn,
+            account,
+        }
+    }
+
+    /// Reads the entry at `dn` (base scope) with `account_attribute`, on `bound` (the user's own
+    /// connection) or else on the service pool. `Ok(None)`: no such entry, or not readable.
+    async fn read_user(&self, dn: &str, bound: Option<&Ldap>) -> Result<Option<UserEntry>, String> {
+        let dn = dn.to_string();
+        let attr = self.account_attribute.clone();
+        let limit = self.server_time_limit();
+        let read = |mut ldap: Ldap| {
+            let (dn, attr) = (dn.clone(), attr.clone());
+            async move {
+                ldap.with_search_options(SearchOptions::new().sizelimit(1).timelimit(limit))
+                    .search(&dn, Scope::Base, "(objectClass=*)", vec![attr])
+                    .await
+            }
+        };
+        let result = match bound {
+            None => self.with_pool(read).await?,
+            Some(ldap) => timeout(self.timeout, read(ldap.clone()))
+                .await
+                .map_err(|_| format!("entry read: no answer within {:?}", self.timeout))?
+                .map_err(|e| format!("entry read: {e}"))?,
+        };
+        let ldap3::SearchResult(entries, res) = result;
+        match res.rc {
+            0 => Ok(entries
+                .into_iter()
+                .find(|e| !e.is_ref() && !e.is_intermediate())
+                .map(|e| self.user_entry(SearchEntry::construct(e)))),
+            // noSuchObject, invalidDNSyntax, insufficientAccessRights.
+            32 | 34 | 50 => Ok(None),
+            rc => Err(format!("entry read failed: result code {rc} {}", res.text)),
+        }
     }
 
     fn server_time_limit(&self) -> i32 {
@@ -570,9 +669,9 @@ impl LdapAuthenticator {
     }
 
     async fn check(&self, username: &str, password: &str) -> Result<AuthnOutcome, String> {
-        let dn = if self.search_mode {
+        let found = if self.search_mode {
             match self.find_user(username).await? {
-                Found::One(dn) => dn,
+                Found::One(entry) => Some(entry),
                 found => {
                     if let Found::Many(n) = found {
                         tracing::warn!(backend = BACKEND, %username, entries = n, "user_filter matches several entries: login refused; make authn.ldap.user_filter match one entry per user");
@@ -585,25 +684,72 @@ impl LdapAuthenticator {
                     }
                     return Ok(match found {
                         Found::None => AuthnOutcome::UnknownUser,
-                        _ => AuthnOutcome::Rejected,
+                        _ => AuthnOutcome::REJECTED,
                     });
                 }
             }
         } else {
-            self.direct_dn(username)
+            None
+        };
+        let dn = match &found {
+            Some(entry) => entry.dn.clone(),
+            None => self.direct_dn(username),
         };
         let Some(ldap) = self.user_bind(&dn, password).await? else {
-            return Ok(AuthnOutcome::Rejected);
+            // Name the account when the entry is known, so that failures count against it
+            // whatever the spelling. In direct bind only a service account can read it.
+            let account = match found {
+                Some(entry) => entry.account.ok(),
+                None if self.pool.is_some() => match self.read_user(&dn, None).await {
+                    Ok(entry) => entry.and_then(|e| e.account.ok()),
+                    Err(reason) => {
+                        tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
+                        None
+                    }
+                },
+                None => None,
+            };
+            return Ok(AuthnOutcome::Rejected { account });
         };
-        let groups = self.groups(&dn, username, Some(&ldap)).await;
+        let entry = match found {
+            Some(entry) => entry,
+            // Direct bind: the DN was made from the name typed; the entry tells the account
+            // (and its DN as the directory spells it).
+            None => match self.read_user(&dn, Some(&ldap)).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => UserEntry {
+                    dn: dn.clone(),
+                    account: Err("the user cannot read their own entry".into()),
+                },
+                Err(reason) => {
+                    close(ldap).await;
+                    return Err(reason);
+                }
+            },
+        };
+        let account = match entry.account {
+            Ok(account) => account,
+            Err(reason) => {
+                close(ldap).await;
+                tracing::error!(
+                    backend = BACKEND,
+                    dn = %entry.dn,
+                    attribute = %self.account_attribute,
+                    %reason,
+                    "login refused: the account name cannot be read from the user's entry; check authn.ldap.account_attribute and the directory's access rules"
+                );
+                return Ok(AuthnOutcome::REJECTED);
+            }
+        };
+        let groups = self.groups(&entry.dn, &account, Some(&ldap)).await;
         close(ldap).await;
-        Ok(AuthnOutcome::Accepted(Identity::new(username, groups?)))
+        Ok(AuthnOutcome::Accepted(Identity::new(account, groups?)))
     }
 
     async fn find(&self, account: &str) -> Result<Option<Identity>, String> {
-        let dn = if self.search_mode {
+        let entry = if self.search_mode {
             match self.find_user(account).await? {
-                Found::One(dn) => dn,
+                Found::One(entry) => entry,
                 Found::None => return Ok(None),
                 Found::Many(n) => {
                     tracing::warn!(backend = BACKEND, %account, entries = n, "user_filter matches several entries: account not looked up");
@@ -611,31 +757,26 @@ impl LdapAuthenticator {
                 }
             }
         } else {
-            let dn = self.direct_dn(account);
-            let limit = self.server_time_limit();
-            let result = self
-                .with_pool(|mut ldap| {
-                    let dn = dn.clone();
-                    async move {
-                        ldap.with_search_options(SearchOptions::new().sizelimit(1).timelimit(limit))
-                            .search(&dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
-                            .await
-                    }
-                })
-                .await?;
-            match result.1.rc {
-                0 if !result.0.is_empty() => dn,
-                0 | 32 | 34 => return Ok(None),
-                rc => {
-                    return Err(format!(
-                        "account read failed: result code {rc} {}",
-                        result.1.text
-                    ))
-                }
+            match self.read_user(&self.direct_dn(account), None).await? {
+                Some(entry) => entry,
+                None => return Ok(None),
             }
         };
-        let groups = self.groups(&dn, account, None).await?;
-        Ok(Some(Identity::new(account, groups)))
+        let name = match entry.account {
+            Ok(name) => name,
+            Err(reason) => {
+                tracing::error!(
+                    backend = BACKEND,
+                    dn = %entry.dn,
+                    attribute = %self.account_attribute,
+                    %reason,
+                    "account not looked up: its name cannot be read from its entry; check authn.ldap.account_attribute"
+                );
+                return Ok(None);
+            }
+        };
+        let groups = self.groups(&entry.dn, &name, None).await?;
+        Ok(Some(Identity::new(name, groups)))
     }
 
     /// Contacts the directory once (a pooled connection's round trip, or a plain connect
@@ -684,14 +825,14 @@ impl Authenticator for LdapAuthenticator {
         // as success (RFC 4513 section 5.1.2): never send one.
         if password.is_empty() || password.expose().len() > MAX_PASSWORD_LEN {
             self.pad(started).await;
-            return Ok(AuthnOutcome::Rejected);
+            return Ok(AuthnOutcome::REJECTED);
         }
         if !acceptable_username(&creds.username) {
             self.pad(started).await;
             return Ok(if self.search_mode {
                 AuthnOutcome::UnknownUser
             } else {
-                AuthnOutcome::Rejected
+                AuthnOutcome::REJECTED
             });
         }
         match self.check(&creds.username, password.expose()).await {

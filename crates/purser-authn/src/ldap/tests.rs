@@ -44,6 +44,7 @@ fn every_problem_is_reported_with_its_key() {
         group_base: "ou=groups".into(),
         group_filter: "(member={dn}".into(),
         group_name_attribute: "c n".into(),
+        account_attribute: String::new(),
         timeout: Duration::ZERO,
         pool_size: 0,
         ..LdapSettings::default()
@@ -62,10 +63,44 @@ fn every_problem_is_reported_with_its_key() {
             "user_filter",
             "group_filter",
             "group_name_attribute",
+            "account_attribute",
             "timeout",
             "pool_size"
         ]
     );
+}
+
+#[test]
+fn account_attribute_must_be_an_attribute_name() {
+    for good in [
+        "uid",
+        "sAMAccountName",
+        "userPrincipalName",
+        "0.9.2342.19200300.100.1.1",
+        "uid;lang-en",
+    ] {
+        assert!(is_attribute_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        "u id",
+        "uid)",
+        "(uid=*)",
+        "-uid",
+        "uid;",
+        "*",
+        "uid\0",
+        &"a".repeat(129),
+    ] {
+        assert!(!is_attribute_name(bad), "{bad:?}");
+        let err = LdapAuthenticator::new(LdapSettings {
+            user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+            account_attribute: bad.to_string(),
+            ..LdapSettings::default()
+        })
+        .unwrap_err();
+        assert_eq!(keys(err), ["account_attribute"], "{bad:?}");
+    }
 }
 
 #[test]
@@ -148,27 +183,27 @@ async fn refusals_made_without_the_directory() {
     .unwrap();
     let long = "a".repeat(MAX_USERNAME_LEN + 1);
     for (name, password, from_search, from_direct) in [
-        ("alice", "", AuthnOutcome::Rejected, AuthnOutcome::Rejected),
+        ("alice", "", AuthnOutcome::REJECTED, AuthnOutcome::REJECTED),
         (
             "a\0b",
             "pw",
             AuthnOutcome::UnknownUser,
-            AuthnOutcome::Rejected,
+            AuthnOutcome::REJECTED,
         ),
         (
             long.as_str(),
             "pw",
             AuthnOutcome::UnknownUser,
-            AuthnOutcome::Rejected,
+            AuthnOutcome::REJECTED,
         ),
-        ("", "pw", AuthnOutcome::UnknownUser, AuthnOutcome::Rejected),
+        ("", "pw", AuthnOutcome::UnknownUser, AuthnOutcome::REJECTED),
     ] {
         let creds = Credentials::new(name, password);
         assert_eq!(search.authenticate(&creds).await, Ok(from_search));
         assert_eq!(direct.authenticate(&creds).await, Ok(from_direct));
     }
     let huge = Credentials::new("alice", "x".repeat(MAX_PASSWORD_LEN + 1));
-    assert_eq!(search.authenticate(&huge).await, Ok(AuthnOutcome::Rejected));
+    assert_eq!(search.authenticate(&huge).await, Ok(AuthnOutcome::REJECTED));
     assert_eq!(search.lookup("a\0b").await, Ok(None));
 }
 

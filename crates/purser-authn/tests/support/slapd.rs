@@ -11,10 +11,12 @@
 //! Requires the Debian packages `slapd` and `openssl`; a missing program is a test failure.
 //!
 //! The seed (see [`USERS`]): `dc=example,dc=org` with
-//! - `ou=people`: `alice`, `bob`, `zoë` (non-ASCII uid and cn), `dan, jr` (a comma in the uid),
-//!   `user01`..`user20`, and `twin` twice (once in `ou=contractors,ou=people`);
+//! - `ou=people`: `alice`, `bob`, `carol`, `zoë` (non-ASCII uid and cn), `dan, jr` (a comma in
+//!   the uid), `user01`..`user20`, `twin` twice (once in `ou=contractors,ou=people`), and
+//!   [`MULTI_UID`] with a second `uid` value;
 //! - `ou=services`: the service account [`SERVICE_DN`] / [`SERVICE_PASSWORD`];
-//! - `ou=groups`: groupOfNames `developers` (alice, zoë, user01..user20) and `admins` (alice).
+//! - `ou=groups`: groupOfNames `developers` (alice, zoë, user01..user20) and `admins` (alice);
+//!   posixGroup `contractors` (`memberUid: bob`, for `(memberUid={username})` filters).
 //!
 //! Every user's password is [`password_of`] its uid.
 #![allow(dead_code)]
@@ -35,7 +37,10 @@ pub const SERVICE_PASSWORD: &str = "service-secret";
 pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
 /// The users of the seed besides `user01`..`user20`.
-pub const USERS: &[&str] = &["alice", "bob", "zoë", "dan, jr"];
+pub const USERS: &[&str] = &["alice", "bob", "carol", "zoë", "dan, jr"];
+
+/// A user whose entry has two `uid` values (`pat` and `patricia`).
+pub const MULTI_UID: &str = "pat";
 
 /// How long the server gets to start or stop before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -456,6 +461,17 @@ fn seed() -> String {
     }
     person(&format!("uid=twin,{PEOPLE}"), "twin");
     person(&format!("uid=twin,ou=contractors,{PEOPLE}"), "twin");
+    entry(
+        &user_dn(MULTI_UID),
+        &[
+            ("objectClass", "inetOrgPerson"),
+            ("uid", MULTI_UID),
+            ("uid", "patricia"),
+            ("cn", MULTI_UID),
+            ("sn", MULTI_UID),
+            ("userPassword", &password_of(MULTI_UID)),
+        ],
+    );
     let developers: Vec<String> = ["alice", "zoë"]
         .iter()
         .map(|u| user_dn(u))
@@ -469,5 +485,15 @@ fn seed() -> String {
     };
     group("developers", &developers);
     group("admins", &[user_dn("alice")]);
+    // RFC 2307 groups list member names, not DNs; memberUid matches exactly (caseExactIA5Match).
+    entry(
+        &format!("cn=contractors,{GROUPS}"),
+        &[
+            ("objectClass", "posixGroup"),
+            ("cn", "contractors"),
+            ("gidNumber", "5000"),
+            ("memberUid", "bob"),
+        ],
+    );
     out
 }

@@ -287,6 +287,15 @@ fn check_ldap(l: &LdapConfig, p: &mut Vec<Problem>) {
             "must name an attribute, e.g. cn",
         ));
     }
+    if !purser_authn::ldap::is_attribute_name(&l.account_attribute) {
+        p.push(Problem::new(
+            format!("{AT}.account_attribute"),
+            format!(
+                "{:?} is not an attribute name; use the attribute holding the login name, e.g. uid (sAMAccountName for Active Directory)",
+                l.account_attribute
+            ),
+        ));
+    }
     if l.timeout.0.is_zero() {
         p.push(Problem::new(
             format!("{AT}.timeout"),
@@ -345,6 +354,14 @@ mod tests {
             ..LdapConfig::default()
         });
         assert_eq!(paths(&c), Vec::<String>::new());
+        for bad in ["", "sAMAccount Name", "(uid=*)"] {
+            c.authn.ldap = Some(LdapConfig {
+                user_dn: "uid={username},dc=org".into(),
+                account_attribute: bad.into(),
+                ..LdapConfig::default()
+            });
+            assert_eq!(paths(&c), vec!["authn.ldap.account_attribute"], "{bad:?}");
+        }
     }
 
     #[test]
