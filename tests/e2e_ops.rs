@@ -545,9 +545,19 @@ fn json_logs_carry_request_ids_and_no_password_hash_or_token() {
         .expect("a rate_limited audit record");
     assert_eq!(lock["account"], DAVE.0);
     assert_eq!(lock["client_ip"], "198.51.100.4");
-    assert!(audits.iter().any(
-        |l| l["outcome"] == "issued" && l["scopes"].as_str().unwrap_or("").contains("\"rule\"")
-    ));
+    // `scopes` and `groups` are JSON arrays in JSON logs (indexable as they are), and an issued
+    // token's record carries its status too.
+    assert!(audits.iter().any(|l| l["outcome"] == "issued"
+        && l["status"] == 200
+        && l["groups"].is_array()
+        && l["scopes"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|s| s.get("rule").is_some()))));
+    assert!(
+        audits.iter().all(|l| l["scopes"].is_array()),
+        "an audit record whose scopes are not an array"
+    );
+    assert_eq!(lock["status"], 429);
     // The directory outage is explained to the operator.
     assert!(
         log.iter().any(|l| l["message"]

@@ -14,6 +14,7 @@
 
 mod authn;
 mod authz;
+mod limit;
 mod reload;
 mod scope;
 mod signer;
@@ -22,6 +23,9 @@ pub use authn::{
     Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, Password,
 };
 pub use authz::{Authorizer, Grant, RequestContext, RuleRef};
+pub use limit::{
+    Clock, LimiterError, LockScope, LoginAttempt, LoginLimiter, ManualClock, SystemClock,
+};
 pub use reload::Reloadable;
 pub use scope::{Access, ResourceScope, ScopeError, MAX_ACTION_LEN, MAX_NAME_LEN};
 pub use signer::{Claims, SignError, Signer, VerifyError};

@@ -15,10 +15,9 @@ use purser_token::JwsSigner;
 use purser_token::KeyIdMode;
 
 use crate::config::{BackendKind, Config, KeyAlg, KeyIdConfig};
-use crate::http::Readiness;
-use crate::lockout::{Lockout, LockoutSettings, DEFAULT_CAPACITY};
 use crate::metrics::Metrics;
 use crate::reload::{self, Loader, Source};
+use crate::stack::Readiness;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -205,7 +204,7 @@ pub struct Built {
     pub policy: Arc<Reloadable<Policy>>,
     pub sources: Vec<Source>,
     pub readiness: Arc<ServerReadiness>,
-    pub lockout: Lockout,
+    pub limiter: Arc<dyn purser_core::LoginLimiter>,
 }
 
 /// The policy holder with its loader, shared by `serve`.
@@ -317,15 +316,7 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
     sources.push(src);
     flags.push(loaded);
     let authorizer = Arc::new(PolicyAuthorizer::new(policy.clone()));
-    let f = &config.limits.failed_logins;
-    let lockout = Lockout::new(
-        LockoutSettings {
-            max: f.max,
-            window: f.window.0,
-            lockout: f.lockout.0,
-        },
-        DEFAULT_CAPACITY,
-    );
+    let limiter = crate::limiter::build(config, Arc::new(purser_core::SystemClock));
     let readiness = Arc::new(ServerReadiness {
         sources: flags,
         chain: chain.clone(),
@@ -336,6 +327,6 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
         policy,
         sources,
         readiness,
-        lockout,
+        limiter,
     })
 }

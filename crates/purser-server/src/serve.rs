@@ -7,9 +7,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::build::{self, BuildError};
 use crate::config::{Config, LogFormat, LogLevel};
-use crate::http::{self, App};
+use crate::http;
 use crate::metrics::Metrics;
-use crate::token::TokenState;
+use crate::stack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -60,6 +60,7 @@ pub fn init_logging(level: LogLevel, format: LogFormat) {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
+                    .map_event_format(crate::logging::AuditJson)
                     .with_writer(std::io::stderr),
             )
             .try_init(),
@@ -102,19 +103,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     let reloader = crate::reload::spawn(sources, metrics.clone());
 
-    let token = Arc::new(TokenState {
-        issuer: config.token.issuer.clone(),
-        services: config.token.service.to_vec(),
-        lifetime: config.token.lifetime.0,
-        refresh_lifetime: config.token.refresh_lifetime.0,
-        max_scopes: config.server.max_scopes,
-        anonymous: config.authn.anonymous,
-        signer: signer.clone(),
-        chain: built.chain.clone(),
-        authorizer: built.authorizer.clone(),
-        metrics: metrics.clone(),
-        lockout: built.lockout,
-    });
     let mut token_paths = vec![config.server.path.clone()];
     if config.server.path != "/auth/token" {
         token_paths.push("/auth/token".into());
@@ -129,14 +117,37 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServeError::Other(format!("server.trusted_proxies: {e}")))?;
-    let app = Arc::new(App {
-        token,
-        jwks: jwks.into(),
-        token_paths,
-        trusted_proxies,
-        readiness: built.readiness.clone(),
+    let clock: Arc<dyn purser_core::Clock> = Arc::new(purser_core::SystemClock);
+    let svc = stack::build(stack::Parts {
+        endpoint: stack::EndpointSettings {
+            services: config.token.service.to_vec(),
+            max_scopes: config.server.max_scopes,
+            anonymous: config.authn.anonymous,
+            trusted_proxies,
+            realm: config.token.issuer.clone(),
+            clock,
+        },
+        limiter: built.limiter,
+        authn: stack::authn::AuthnSettings {
+            issuer: config.token.issuer.clone(),
+            chain: built.chain.clone(),
+            signer: signer.clone(),
+            metrics: metrics.clone(),
+        },
+        issue: stack::issue::IssueSettings {
+            issuer: config.token.issuer.clone(),
+            lifetime: config.token.lifetime.0,
+            refresh_lifetime: config.token.refresh_lifetime.0,
+            signer: signer.clone(),
+            authorizer: built.authorizer.clone(),
+            chain: built.chain.clone(),
+            metrics: metrics.clone(),
+        },
         metrics: metrics.clone(),
-        realm: config.token.issuer.clone(),
+        token_paths,
+        jwks: jwks.into(),
+        readiness: built.readiness.clone(),
+        max_in_flight: stack::MAX_IN_FLIGHT,
     });
 
     let listener = bind(&config.server.listen, "server.listen").await?;
@@ -176,7 +187,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         "purser serving"
     );
     let acceptor = tls.map(crate::tls::acceptor);
-    http::serve_tokens(listener, app, acceptor, http::SHUTDOWN_GRACE, terminate())
+    http::serve_tokens(listener, svc, acceptor, http::SHUTDOWN_GRACE, terminate())
         .await
         .map_err(|e| ServeError::Other(e.to_string()))?;
     let _ = stop_tx.send(true);

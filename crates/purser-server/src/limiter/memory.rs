@@ -8,8 +8,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use purser_core::{Clock, LimiterError, LockScope, LoginAttempt, LoginLimiter};
 
 /// Entries kept per kind (accounts, addresses).
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -146,30 +149,22 @@ impl<K: Hash + Eq + Clone> Table<K> {
 /// Longest account name remembered as such; longer ones are cut (they still count).
 const MAX_KEY_LEN: usize = 256;
 
-pub struct Lockout {
+/// The failed-login limiter of one process: the default for a single instance.
+pub struct MemoryLimiter {
     settings: LockoutSettings,
+    clock: Arc<dyn Clock>,
     accounts: Mutex<Table<String>>,
     ips: Mutex<Table<IpAddr>>,
 }
 
-impl Lockout {
-    pub fn new(settings: LockoutSettings, capacity: usize) -> Self {
-        Lockout {
+impl MemoryLimiter {
+    pub fn new(settings: LockoutSettings, capacity: usize, clock: Arc<dyn Clock>) -> Self {
+        MemoryLimiter {
             settings,
+            clock,
             accounts: Mutex::new(Table::new(capacity)),
             ips: Mutex::new(Table::new(capacity)),
         }
-    }
-
-    pub fn disabled() -> Self {
-        Lockout::new(
-            LockoutSettings {
-                max: 0,
-                window: Duration::ZERO,
-                lockout: Duration::ZERO,
-            },
-            1,
-        )
     }
 
     fn key(account: &str) -> String {
@@ -183,13 +178,10 @@ impl Lockout {
     /// How long the caller must wait, when any of the accounts (the name as typed and the
     /// backend's own name for it) or the address is locked.
     pub fn check(&self, accounts: &[&str], ip: Option<IpAddr>) -> Option<Duration> {
-        self.check_at(accounts, ip, Instant::now())
-    }
-
-    fn check_at(&self, accounts: &[&str], ip: Option<IpAddr>, now: Instant) -> Option<Duration> {
         if self.settings.max == 0 {
             return None;
         }
+        let now = self.clock.now();
         let by_account = {
             let t = self.accounts.lock().ok()?;
             accounts
@@ -202,21 +194,13 @@ impl Lockout {
     }
 
     /// Counts one failed login against each distinct account named (none: the address only)
-    /// and the address; returns the scopes (`account`, `ip`) that it locked.
-    pub fn record_failure(&self, accounts: &[&str], ip: Option<IpAddr>) -> Vec<&'static str> {
-        self.record_failure_at(accounts, ip, Instant::now())
-    }
-
-    fn record_failure_at(
-        &self,
-        accounts: &[&str],
-        ip: Option<IpAddr>,
-        now: Instant,
-    ) -> Vec<&'static str> {
+    /// and the address; returns what it locked.
+    pub fn fail(&self, accounts: &[&str], ip: Option<IpAddr>) -> Vec<LockScope> {
         let mut locked = Vec::new();
         if self.settings.max == 0 {
             return locked;
         }
+        let now = self.clock.now();
         if let Ok(mut t) = self.accounts.lock() {
             let mut keys: Vec<String> = accounts.iter().map(|a| Self::key(a)).collect();
             keys.sort_unstable();
@@ -226,13 +210,13 @@ impl Lockout {
                 any |= t.fail(key, now, &self.settings);
             }
             if any {
-                locked.push("account");
+                locked.push(LockScope::Account);
             }
         }
         if let Some(ip) = ip {
             if let Ok(mut t) = self.ips.lock() {
                 if t.fail(&ip, now, &self.settings) {
-                    locked.push("ip");
+                    locked.push(LockScope::Address);
                 }
             }
         }
@@ -247,9 +231,38 @@ impl Lockout {
     }
 }
 
+#[async_trait]
+impl LoginLimiter for MemoryLimiter {
+    async fn locked(&self, attempt: &LoginAttempt<'_>) -> Result<Option<Duration>, LimiterError> {
+        Ok(self.check(attempt.accounts, attempt.address))
+    }
+
+    async fn record_failure(
+        &self,
+        attempt: &LoginAttempt<'_>,
+    ) -> Result<Vec<LockScope>, LimiterError> {
+        Ok(self.fail(attempt.accounts, attempt.address))
+    }
+
+    async fn record_success(&self, _attempt: &LoginAttempt<'_>) -> Result<(), LimiterError> {
+        // A success resets nothing: a guesser who also knows one password must not clear the
+        // failures counted against the address or another account.
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use purser_core::ManualClock;
+
+    fn limiter(capacity: usize) -> (MemoryLimiter, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new());
+        (
+            MemoryLimiter::new(settings(), capacity, clock.clone()),
+            clock,
+        )
+    }
 
     fn settings() -> LockoutSettings {
         LockoutSettings {
@@ -261,12 +274,12 @@ mod tests {
 
     #[test]
     fn locks_after_max_failures_per_account_across_ips() {
-        let l = Lockout::new(settings(), 100);
+        let (l, _) = limiter(100);
         let ips: Vec<IpAddr> = (1..=3).map(|i| IpAddr::from([10, 0, 0, i])).collect();
         assert!(l.check(&["alice"], Some(ips[0])).is_none());
-        assert!(l.record_failure(&["alice"], Some(ips[0])).is_empty());
-        assert!(l.record_failure(&["alice"], Some(ips[1])).is_empty());
-        assert_eq!(l.record_failure(&["alice"], Some(ips[2])), vec!["account"]);
+        assert!(l.fail(&["alice"], Some(ips[0])).is_empty());
+        assert!(l.fail(&["alice"], Some(ips[1])).is_empty());
+        assert_eq!(l.fail(&["alice"], Some(ips[2])), vec![LockScope::Account]);
         let wait = l
             .check(&["alice"], Some(IpAddr::from([10, 0, 0, 9])))
             .expect("locked");
@@ -279,39 +292,39 @@ mod tests {
 
     #[test]
     fn typed_and_canonical_names_count_and_lock_together() {
-        let l = Lockout::new(settings(), 100);
+        let (l, _) = limiter(100);
         // Failures typed in three spellings all count against the directory's own name.
         for typed in ["ALICE", "Alice", " alice"] {
-            l.record_failure(&[typed, "alice"], None);
+            l.fail(&[typed, "alice"], None);
         }
         assert!(l.check(&["alice"], None).is_some());
         assert!(l.check(&["aLiCe", "alice"], None).is_some());
         assert!(l.check(&["aLiCe"], None).is_none());
         // The same name twice in one failure counts once.
-        let l = Lockout::new(settings(), 100);
-        l.record_failure(&["bob", "bob"], None);
-        l.record_failure(&["bob"], None);
+        let (l, _) = limiter(100);
+        l.fail(&["bob", "bob"], None);
+        l.fail(&["bob"], None);
         assert!(l.check(&["bob"], None).is_none());
     }
 
     #[test]
     fn an_address_only_failure_counts_no_account() {
-        let l = Lockout::new(settings(), 100);
+        let (l, _) = limiter(100);
         let ip = IpAddr::from([192, 0, 2, 7]);
         for _ in 0..2 {
-            assert!(l.record_failure(&[], Some(ip)).is_empty());
+            assert!(l.fail(&[], Some(ip)).is_empty());
         }
-        assert_eq!(l.record_failure(&[], Some(ip)), vec!["ip"]);
+        assert_eq!(l.fail(&[], Some(ip)), vec![LockScope::Address]);
         assert_eq!(l.sizes().0, 0);
     }
 
     #[test]
     fn locks_an_address_guessing_many_accounts() {
-        let l = Lockout::new(settings(), 100);
+        let (l, _) = limiter(100);
         let ip = IpAddr::from([192, 0, 2, 1]);
-        l.record_failure(&["a"], Some(ip));
-        l.record_failure(&["b"], Some(ip));
-        assert_eq!(l.record_failure(&["c"], Some(ip)), vec!["ip"]);
+        l.fail(&["a"], Some(ip));
+        l.fail(&["b"], Some(ip));
+        assert_eq!(l.fail(&["c"], Some(ip)), vec![LockScope::Address]);
         assert!(l.check(&["d"], Some(ip)).is_some());
         assert!(l
             .check(&["d"], Some(IpAddr::from([192, 0, 2, 2])))
@@ -320,9 +333,9 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let l = Lockout::new(settings(), 1000);
+        let (l, _) = limiter(1000);
         for i in 0..1_000_000u32 {
-            l.record_failure(&[&format!("user{i}")], Some(IpAddr::from(i.to_be_bytes())));
+            l.fail(&[&format!("user{i}")], Some(IpAddr::from(i.to_be_bytes())));
         }
         let (a, i) = l.sizes();
         assert!(a <= 1000 && i <= 1000, "{a} {i}");
@@ -330,67 +343,93 @@ mod tests {
 
     #[test]
     fn a_flood_of_new_keys_does_not_clear_an_active_lock() {
-        let l = Lockout::new(settings(), 100);
-        let now = Instant::now();
+        let (l, clock) = limiter(100);
         let attacker = IpAddr::from([198, 51, 100, 1]);
         for _ in 0..3 {
-            l.record_failure_at(&["victim"], Some(attacker), now);
+            l.fail(&["victim"], Some(attacker));
         }
-        assert!(l.check_at(&["victim"], None, now).is_some());
-        assert!(l.check_at(&[], Some(attacker), now).is_some());
+        assert!(l.check(&["victim"], None).is_some());
+        assert!(l.check(&[], Some(attacker)).is_some());
         // Far more invented accounts and addresses than the tables hold, one failure each.
         for i in 0..10_000u32 {
             let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
-            l.record_failure_at(&[&format!("made-up-{i}")], Some(ip), now);
+            l.fail(&[&format!("made-up-{i}")], Some(ip));
         }
         let (a, i) = l.sizes();
         assert!(a <= 100 && i <= 100, "{a} {i}");
         assert!(
-            l.check_at(&["victim"], None, now).is_some(),
+            l.check(&["victim"], None).is_some(),
             "the account's lock was evicted"
         );
         assert!(
-            l.check_at(&[], Some(attacker), now).is_some(),
+            l.check(&[], Some(attacker)).is_some(),
             "the address's lock was evicted"
         );
         // The lock still ends on time.
-        let later = now + Duration::from_secs(301);
-        assert!(l.check_at(&["victim"], Some(attacker), later).is_none());
+        clock.advance(Duration::from_secs(301));
+        assert!(l.check(&["victim"], Some(attacker)).is_none());
     }
 
     #[test]
     fn a_table_full_of_active_locks_still_counts_new_failures_and_stays_bounded() {
-        let l = Lockout::new(settings(), 10);
-        let now = Instant::now();
+        let (l, clock) = limiter(10);
         // Ten accounts locked: the table holds nothing else.
         for i in 0..10 {
             for _ in 0..3 {
-                l.record_failure_at(&[&format!("locked-{i}")], None, now);
+                l.fail(&[&format!("locked-{i}")], None);
             }
         }
         assert_eq!(l.sizes().0, 10);
         // New accounts find no room; their failures count together and lock them.
-        assert!(l.record_failure_at(&["new-a"], None, now).is_empty());
-        assert!(l.record_failure_at(&["new-b"], None, now).is_empty());
-        assert_eq!(l.record_failure_at(&["new-c"], None, now), vec!["account"]);
-        assert!(l.check_at(&["new-z"], None, now).is_some());
+        assert!(l.fail(&["new-a"], None).is_empty());
+        assert!(l.fail(&["new-b"], None).is_empty());
+        assert_eq!(l.fail(&["new-c"], None), vec![LockScope::Account]);
+        assert!(l.check(&["new-z"], None).is_some());
         assert_eq!(l.sizes().0, 10);
         for i in 0..10 {
-            assert!(l.check_at(&[&format!("locked-{i}")], None, now).is_some());
+            assert!(l.check(&[&format!("locked-{i}")], None).is_some());
         }
         // Once the locks end, new accounts get entries of their own again.
-        let later = now + Duration::from_secs(301);
-        assert!(l.check_at(&["new-z"], None, later).is_none());
-        assert!(l.record_failure_at(&["new-d"], None, later).is_empty());
-        assert!(l.check_at(&["new-d"], None, later).is_none());
+        clock.advance(Duration::from_secs(301));
+        assert!(l.check(&["new-z"], None).is_none());
+        assert!(l.fail(&["new-d"], None).is_empty());
+        assert!(l.check(&["new-d"], None).is_none());
         assert_eq!(l.sizes().0, 10);
     }
 
     #[test]
+    fn a_lock_ends_when_the_clock_passes_it() {
+        let (l, clock) = limiter(100);
+        for _ in 0..3 {
+            l.fail(&["alice"], None);
+        }
+        let wait = l.check(&["alice"], None).expect("locked");
+        assert_eq!(wait, Duration::from_secs(300));
+        clock.advance(Duration::from_secs(299));
+        assert_eq!(l.check(&["alice"], None), Some(Duration::from_secs(1)));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(l.check(&["alice"], None), None);
+        // Failures older than the window no longer count.
+        l.fail(&["bob"], None);
+        l.fail(&["bob"], None);
+        clock.advance(Duration::from_secs(60));
+        assert!(l.fail(&["bob"], None).is_empty());
+        assert!(l.check(&["bob"], None).is_none());
+    }
+
+    #[test]
     fn disabled_never_locks() {
-        let l = Lockout::disabled();
+        let l = MemoryLimiter::new(
+            LockoutSettings {
+                max: 0,
+                window: Duration::ZERO,
+                lockout: Duration::ZERO,
+            },
+            1,
+            Arc::new(purser_core::SystemClock),
+        );
         for _ in 0..100 {
-            assert!(l.record_failure(&["x"], None).is_empty());
+            assert!(l.fail(&["x"], None).is_empty());
         }
         assert!(l.check(&["x"], None).is_none());
     }

@@ -1,0 +1,267 @@
+//! Authentication: turns the call's proof into a caller, through the backend chain (a password)
+//! or the refresh token's checks (a refresh grant), then hands the call on. A failed proof is
+//! answered here, with the verdict the limiter counts.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use purser_authn::chain::{Chain, ChainDecision};
+use purser_core::{Credentials, Identity, Signer};
+use tower::{Layer, Service, ServiceExt};
+
+use super::call::{Audit, Caller, LoginVerdict, Proof, TokenCall, TokenReply};
+use super::endpoint::UNAVAILABLE_RETRY;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// What authentication needs, built once.
+pub struct AuthnSettings {
+    pub issuer: String,
+    pub chain: Arc<Chain>,
+    /// Verifies refresh tokens (they are signed by the token key).
+    pub signer: Arc<dyn Signer>,
+    pub metrics: Metrics,
+}
+
+#[derive(Clone)]
+pub struct AuthnLayer {
+    settings: Arc<AuthnSettings>,
+}
+
+impl AuthnLayer {
+    pub fn new(settings: AuthnSettings) -> Self {
+        AuthnLayer {
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+    fn layer(&self, inner: S) -> Authn<S> {
+        Authn {
+            settings: self.settings.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authn<S> {
+    settings: Arc<AuthnSettings>,
+    inner: S,
+}
+
+// === impl Authn ===
+
+impl<S> Service<TokenCall> for Authn<S>
+where
+    S: Service<TokenCall, Response = TokenReply, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = TokenReply;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<TokenReply, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut call: TokenCall) -> Self::Future {
+        let settings = self.settings.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            // The proof is used up here: what is inside stays out of the services below.
+            let proof = std::mem::replace(&mut call.proof, Proof::Anonymous);
+            let (caller, verdict) = match proof {
+                Proof::Anonymous => (
+                    Caller {
+                        identity: Identity::anonymous(),
+                        backend: None,
+                        presented_refresh: None,
+                    },
+                    LoginVerdict::NotChecked,
+                ),
+                Proof::Password(creds) => {
+                    let typed = creds.username.clone();
+                    match password(&settings, &creds).await {
+                        Ok(caller) => {
+                            let verdict = LoginVerdict::Accepted {
+                                account: caller.identity.account.clone(),
+                            };
+                            (caller, verdict)
+                        }
+                        Err((error, verdict)) => {
+                            let audit = Audit {
+                                account: Some(typed),
+                                ..Audit::default()
+                            };
+                            return Ok(TokenReply {
+                                result: Err(error),
+                                audit,
+                                verdict,
+                            });
+                        }
+                    }
+                }
+                Proof::Refresh(token) => {
+                    match refresh(&settings, &token, &call.service, call.ip(), call.now).await {
+                        Ok((identity, backend)) => {
+                            let verdict = LoginVerdict::Accepted {
+                                account: identity.account.clone(),
+                            };
+                            (
+                                Caller {
+                                    identity,
+                                    backend,
+                                    presented_refresh: Some(token),
+                                },
+                                verdict,
+                            )
+                        }
+                        Err((error, account, verdict)) => {
+                            let audit = Audit {
+                                account,
+                                ..Audit::default()
+                            };
+                            return Ok(TokenReply {
+                                result: Err(error),
+                                audit,
+                                verdict,
+                            });
+                        }
+                    }
+                }
+            };
+            call.caller = Some(caller);
+            let mut reply = inner.oneshot(call).await?;
+            reply.verdict = verdict;
+            Ok(reply)
+        })
+    }
+}
+
+type Refused = (ApiError, LoginVerdict);
+
+/// A password login through the chain, with its metrics.
+async fn password(settings: &AuthnSettings, creds: &Credentials) -> Result<Caller, Refused> {
+    let result = settings.chain.authenticate(creds).await;
+    let m = &settings.metrics;
+    for a in &result.attempts {
+        m.authn_attempts
+            .with_label_values(&[a.backend, a.outcome])
+            .inc();
+        if a.cache_hit {
+            m.authn_cache_hits.with_label_values(&[a.backend]).inc();
+        } else {
+            m.authn_duration
+                .with_label_values(&[a.backend])
+                .observe(a.duration.as_secs_f64());
+        }
+    }
+    let refused = || ApiError::Unauthorized("invalid username or password".into());
+    match result.decision {
+        ChainDecision::Accepted { backend, identity } => Ok(Caller {
+            identity,
+            backend: Some(backend),
+            presented_refresh: None,
+        }),
+        ChainDecision::Rejected { account, .. } => {
+            // The backend's own name for the account counts too, so that spelling a name
+            // differently buys no more guesses.
+            let mut accounts = vec![creds.username.clone()];
+            accounts.extend(account.filter(|a| *a != creds.username));
+            Err((refused(), LoginVerdict::Failed { accounts }))
+        }
+        ChainDecision::UnknownUser => Err((
+            refused(),
+            LoginVerdict::Failed {
+                accounts: vec![creds.username.clone()],
+            },
+        )),
+        ChainDecision::Unavailable { backend, reason } => {
+            tracing::warn!(backend, %reason, "no backend could decide: answering 503");
+            Err((
+                ApiError::Unavailable {
+                    retry_after: UNAVAILABLE_RETRY,
+                    message: "the authentication backend is unavailable; try again later".into(),
+                },
+                LoginVerdict::NotChecked,
+            ))
+        }
+    }
+}
+
+/// The refresh grant: the token must be this server's, for this service, unexpired; its account
+/// must still exist at the backend that authenticated it, with the credential it had then. An
+/// invalid token is a failed login of the address alone (its account is not to be believed).
+async fn refresh(
+    settings: &AuthnSettings,
+    token: &str,
+    service: &str,
+    ip: Option<IpAddr>,
+    now: i64,
+) -> Result<(Identity, Option<&'static str>), (ApiError, Option<String>, LoginVerdict)> {
+    let rc = purser_token::check_refresh(
+        settings.signer.as_ref(),
+        token,
+        &settings.issuer,
+        service,
+        now,
+    )
+    .map_err(|e| {
+        tracing::debug!(client = ?ip, error = %e, "refresh grant refused");
+        (
+            ApiError::InvalidGrant(e.to_string()),
+            None,
+            LoginVerdict::Failed { accounts: vec![] },
+        )
+    })?;
+    let account = Some(rc.sub.clone());
+    let identity = match settings.chain.lookup(&rc.bk, &rc.sub).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) => {
+            return Err((
+                ApiError::InvalidGrant(
+                    "the account of this refresh token no longer exists; log in again".into(),
+                ),
+                account,
+                LoginVerdict::NotChecked,
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(backend = %rc.bk, error = %e, "refresh grant: account lookup failed");
+            return Err((
+                ApiError::Unavailable {
+                    retry_after: UNAVAILABLE_RETRY,
+                    message: "the account backend is unavailable; try again later".into(),
+                },
+                account,
+                LoginVerdict::NotChecked,
+            ));
+        }
+    };
+    // A token from before the backend kept fingerprints has none: it is refused too, so that
+    // no session outlives a password change unnoticed.
+    if settings.chain.credential_stamp(&rc.bk, &rc.sub) != rc.cs {
+        tracing::info!(backend = %rc.bk, account = %rc.sub, "refresh grant refused: the account's password changed since the token was issued");
+        return Err((
+            ApiError::InvalidGrant(
+                "the password of this account changed since this refresh token was issued; log in again"
+                    .into(),
+            ),
+            account,
+            LoginVerdict::NotChecked,
+        ));
+    }
+    let backend = settings
+        .chain
+        .backend_names()
+        .into_iter()
+        .find(|n| *n == rc.bk);
+    Ok((identity, backend))
+}
