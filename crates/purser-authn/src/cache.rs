@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity};
+use purser_core::{
+    Authenticator, AuthnOutcome, BackendError, BackendName, Clock, Credentials, Identity,
+    SystemClock,
+};
 use rand::RngCore;
 use sha2::Sha256;
 
@@ -42,6 +45,7 @@ pub struct CredentialCache {
     max_entries: usize,
     hmac_key: [u8; 32],
     store: Mutex<Store>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for CredentialCache {
@@ -57,6 +61,11 @@ impl fmt::Debug for CredentialCache {
 impl CredentialCache {
     /// `ttl` zero disables the cache (every call goes to the backend).
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        CredentialCache::with_clock(ttl, max_entries, Arc::new(SystemClock))
+    }
+
+    /// As [`CredentialCache::new`], with time from `clock`.
+    pub fn with_clock(ttl: Duration, max_entries: usize, clock: Arc<dyn Clock>) -> Self {
         let mut hmac_key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut hmac_key);
         CredentialCache {
@@ -67,6 +76,7 @@ impl CredentialCache {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
             }),
+            clock,
         }
     }
 
@@ -106,9 +116,10 @@ impl CredentialCache {
             return None;
         }
         let key = self.key(creds);
+        let now = self.clock.now();
         let mut store = self.lock();
         let entry = store.entries.get(&key)?;
-        if entry.generation == generation && entry.inserted.elapsed() < self.ttl {
+        if entry.generation == generation && now.duration_since(entry.inserted) < self.ttl {
             return Some(entry.identity.clone());
         }
         store.entries.remove(&key);
@@ -121,7 +132,7 @@ impl CredentialCache {
             return;
         }
         let key = self.key(creds);
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut store = self.lock();
         store.entries.insert(
             key,
@@ -132,11 +143,11 @@ impl CredentialCache {
             },
         );
         store.order.push_back((key, now));
-        self.evict(&mut store, generation);
+        self.evict(&mut store, generation, now);
     }
 
     /// Drops stale queue items and, beyond the bound, the oldest entries.
-    fn evict(&self, store: &mut Store, generation: u64) {
+    fn evict(&self, store: &mut Store, generation: u64, now: Instant) {
         let Store { entries, order } = store;
         while let Some(&(key, inserted)) = order.front() {
             let current = entries.get(&key).filter(|e| e.inserted == inserted);
@@ -144,7 +155,8 @@ impl CredentialCache {
                 order.pop_front(); // replaced or removed since
                 continue;
             };
-            let expired = entry.inserted.elapsed() >= self.ttl || entry.generation != generation;
+            let expired =
+                now.duration_since(entry.inserted) >= self.ttl || entry.generation != generation;
             if expired || entries.len() > self.max_entries {
                 entries.remove(&key);
                 order.pop_front();
@@ -275,14 +287,13 @@ mod tests {
     }
 
     #[test]
-    fn expires() {
-        let c = CredentialCache::new(Duration::from_nanos(1), 10);
+    fn expires_when_the_clock_passes_the_ttl() {
+        let clock = Arc::new(purser_core::ManualClock::new());
+        let c = CredentialCache::with_clock(Duration::from_secs(60), 10, clock.clone());
         c.insert(&creds("a", "b"), 0, Identity::new("a", vec![]));
-        // Any elapsed time is at least the 1 ns ttl once the clock moves.
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_micros(10) {
-            std::hint::spin_loop();
-        }
+        clock.advance(Duration::from_secs(59));
+        assert!(c.get(&creds("a", "b"), 0).is_some());
+        clock.advance(Duration::from_secs(1));
         assert_eq!(c.get(&creds("a", "b"), 0), None);
     }
 
