@@ -1,6 +1,8 @@
 //! `purser doctor`: a matching registry config passes; each usual mismatch is named with its fix;
-//! against a real registry 2.8 a working exchange is reported, and a registry that trusts another
-//! key, or gets a kid it never accepts, is named as such.
+//! Debian's default config with `token:` added beside its `htpasswd:`, or in a second `auth:`, is
+//! named with what to remove or merge (and the real registry shows why); against a real registry
+//! 2.8 a working exchange is reported, and a registry that trusts another key, or gets a kid it
+//! never accepts, is named as such.
 
 mod support;
 
@@ -339,6 +341,164 @@ fn missing_registry_config_is_a_problem() {
         line(&stdout(&out), "problem registry config:"),
         &["cannot read", "-> give --registry-config"],
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian's default registry config with purser's token block added
+
+/// Debian's /etc/docker/registry/config.yml as the docker-registry package ships it (storage and
+/// address made local), which already has `auth: htpasswd:`.
+fn debian_config(storage: &Path, port: u16) -> (String, &'static str) {
+    let head = format!(
+        "version: 0.1\nlog:\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Content-Type-Options: [nosniff]\nauth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry\n",
+        storage.display()
+    );
+    let tail =
+        "health:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n";
+    (head, tail)
+}
+
+impl Offline {
+    /// purser's `token:` block, indented `indent` spaces.
+    fn token_block(&self, indent: &str) -> String {
+        format!(
+            "{indent}token:\n{indent}  realm: {REALM}\n{indent}  service: {SERVICE}\n{indent}  issuer: {ISSUER}\n{indent}  rootcertbundle: {}\n",
+            self.cert().display()
+        )
+    }
+
+    fn write_registry_config(&self, text: &str) -> PathBuf {
+        let path = self.path("registry/config.yml");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::create_dir_all(self.path("registry/storage")).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// A registry process, killed when dropped.
+struct RegistryProcess(std::process::Child);
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the real registry on `config` until it exits or answers `GET /v2/` on `port`. Returns
+/// its exit status (`None` when it came up), the answer when it came up, and its output.
+fn run_registry(
+    config: &Path,
+    port: u16,
+) -> (
+    Option<std::process::ExitStatus>,
+    Option<HttpResponse>,
+    String,
+) {
+    require_program(DOCKER_REGISTRY, "docker-registry");
+    let dir = config.parent().unwrap();
+    let log = dir.join("registry.log");
+    let out = fs::File::create(&log).unwrap();
+    // The registry reads every REGISTRY_* variable as a config override: a clean environment.
+    let mut registry = RegistryProcess(
+        std::process::Command::new(DOCKER_REGISTRY)
+            .arg("serve")
+            .arg(config)
+            .env_clear()
+            .env("HOME", dir)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn docker-registry"),
+    );
+    let url = format!("http://127.0.0.1:{port}/v2/");
+    let (mut exited, mut answer) = (None, None);
+    wait_until(
+        READY_TIMEOUT,
+        "docker-registry (exit, or an answer to GET /v2/)",
+        || {
+            if let Ok(Some(status)) = registry.0.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            answer = Http::get(&url).send().ok();
+            answer.is_some()
+        },
+        || file_tail(&log, 3000),
+    );
+    drop(registry);
+    (exited, answer, fs::read_to_string(&log).unwrap_or_default())
+}
+
+#[test]
+fn token_beside_debians_htpasswd_is_named_and_the_registry_refuses_it() {
+    let o = Offline::new();
+    let port = free_port();
+    let (head, tail) = debian_config(&o.path("registry/storage"), port);
+    // The operator adds `token:` under Debian's `auth:`, beside its `htpasswd:`.
+    let reg = o.write_registry_config(&format!("{head}{}{tail}", o.token_block("  ")));
+
+    // The fact the finding rests on: registry 2.8 does not start with two auth types.
+    let (exited, answer, log) = run_registry(&reg, port);
+    assert!(
+        exited.is_some_and(|s| !s.success()) && answer.is_none(),
+        "the registry started with two auth types:\n{log}"
+    );
+    assert!(log.contains("must provide exactly one type"), "{log}");
+
+    let out = o.doctor(&reg, &[]);
+    let r = stdout(&out);
+    assert_shape(&r);
+    assert_exit(&out, 1);
+    assert_has(
+        line(&r, "problem auth:"),
+        &[
+            "the registry config has auth.token and also auth.htpasswd: the registry refuses to start",
+            "-> remove the `htpasswd:` block under `auth:`; the registry accepts exactly one auth type",
+        ],
+    );
+    // The token block is still checked.
+    line(&r, "ok issuer:");
+    line(&r, "ok service:");
+}
+
+#[test]
+fn a_second_auth_key_is_named_with_its_lines() {
+    let o = Offline::new();
+    let port = free_port();
+    let (head, tail) = debian_config(&o.path("registry/storage"), port);
+    // The operator appends a whole `auth:` block at the end instead.
+    let reg = o.write_registry_config(&format!("{head}{tail}auth:\n{}", o.token_block("  ")));
+
+    // The fact the finding rests on: registry 2.8 starts, silently using the last `auth:`.
+    let (exited, answer, log) = run_registry(&reg, port);
+    assert_eq!(exited, None, "{log}");
+    let answer = answer.expect("an answer");
+    assert_eq!(answer.status, 401, "{log}");
+    assert!(
+        answer
+            .header("www-authenticate")
+            .is_some_and(|h| h.starts_with("Bearer ")),
+        "{answer:?}"
+    );
+
+    let out = o.doctor(&reg, &[]);
+    let r = stdout(&out);
+    assert_shape(&r);
+    assert_exit(&out, 1);
+    let l = line(&r, "problem registry config:");
+    assert_has(
+        l,
+        &[
+            "config.yml: key \"auth\" appears twice, on lines 16 and 25",
+            "the registry silently keeps only the last, and doctor cannot read the file",
+            "-> merge the `auth:` blocks into one holding only `token:`, or delete the others",
+        ],
+    );
+    assert!(!r.contains("duplicate entry"), "{r}");
 }
 
 // ---------------------------------------------------------------------------------------------

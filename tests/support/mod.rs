@@ -15,15 +15,15 @@ pub mod clients;
 #[path = "../../crates/purser-authn/tests/support/slapd.rs"]
 pub mod slapd;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD};
+use hyper::body::Bytes;
 use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -1160,8 +1160,9 @@ impl HttpResponse {
     }
 }
 
-/// A minimal HTTP/1.1 client over one TcpStream per request (`Connection: close`), so tests
-/// control every byte: raw headers, chunked bodies.
+/// An HTTP/1.1 client on hyper's client connection, one connection per request
+/// (`Connection: close`): tests set any header and can send the body chunked. Tests that must
+/// send bytes no client would (tests/e2e_hostile.rs) write to a raw socket instead.
 pub struct Http {
     method: String,
     url: String,
@@ -1169,6 +1170,18 @@ pub struct Http {
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
     chunked: bool,
+}
+
+/// How long each step of a request (connect, answer, each piece of the body) may take.
+const HTTP_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    // One small runtime per test thread: `send` stays synchronous like the rest of the harness.
+    static HTTP_RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .expect("tokio runtime for the test HTTP client");
 }
 
 impl Http {
@@ -1236,86 +1249,123 @@ impl Http {
             target.push(if target.contains('?') { '&' } else { '?' });
             target.push_str(&q);
         }
-        let mut head = format!(
-            "{} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: purser-e2e\r\n",
-            self.method
-        );
+        let bad = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+        };
+        let mut req = hyper::Request::builder()
+            .method(self.method.as_str())
+            .uri(&target)
+            .header("Host", authority)
+            .header("Connection", "close")
+            .header("User-Agent", "purser-e2e");
         for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
+            let v = hyper::header::HeaderValue::from_bytes(v.as_bytes()).map_err(|e| bad(&e))?;
+            req = req.header(k.as_str(), v);
         }
-        let mut payload = Vec::new();
-        if let Some(body) = &self.body {
-            if self.chunked {
-                head.push_str("Transfer-Encoding: chunked\r\n");
+        let mut parts = VecDeque::new();
+        match &self.body {
+            Some(body) if self.chunked => {
+                req = req.header("Transfer-Encoding", "chunked");
                 // Two chunks, to exercise reassembly.
                 let mid = body.len() / 2;
                 for part in [&body[..mid], &body[mid..]] {
                     if !part.is_empty() {
-                        payload.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                        payload.extend_from_slice(part);
-                        payload.extend_from_slice(b"\r\n");
+                        parts.push_back(Bytes::copy_from_slice(part));
                     }
                 }
-                payload.extend_from_slice(b"0\r\n\r\n");
-            } else {
-                head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-                payload.extend_from_slice(body);
             }
-        } else if self.method == "POST" {
-            head.push_str("Content-Length: 0\r\n");
+            Some(body) => {
+                req = req.header("Content-Length", body.len());
+                parts.push_back(Bytes::copy_from_slice(body));
+            }
+            None if self.method == "POST" => req = req.header("Content-Length", 0),
+            None => {}
         }
-        head.push_str("\r\n");
-        let mut stream = TcpStream::connect(authority)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(60)))?;
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(&payload)?;
-        stream.flush()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        parse_response(&raw)
+        let req = req.body(Parts(parts)).map_err(|e| bad(&e))?;
+        let authority = authority.to_string();
+        HTTP_RUNTIME.with(|rt| rt.block_on(exchange(&authority, req)))
     }
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let is_chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
-    if is_chunked {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    } else if let Some(len) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-    {
-        body.truncate(len);
+/// One request on a new connection, each step bounded by [`HTTP_STEP_TIMEOUT`].
+async fn exchange(authority: &str, req: hyper::Request<Parts>) -> std::io::Result<HttpResponse> {
+    use http_body_util::BodyExt;
+    let step = |what: &'static str| {
+        move |_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
+    };
+    let io_err = |e: hyper::Error| std::io::Error::other(e);
+    let stream = tokio::time::timeout(HTTP_STEP_TIMEOUT, tokio::net::TcpStream::connect(authority))
+        .await
+        .map_err(step("connect"))??;
+    // Header names as clients usually write them (`Transfer-Encoding`), for the tests that read
+    // the raw request.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(io_err)?;
+    let conn = tokio::spawn(conn);
+    let result = async {
+        let resp = tokio::time::timeout(HTTP_STEP_TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(step("the answer"))?
+            .map_err(io_err)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut incoming = resp.into_body();
+        let mut body = Vec::new();
+        while let Some(frame) = tokio::time::timeout(HTTP_STEP_TIMEOUT, incoming.frame())
+            .await
+            .map_err(step("the body"))?
+        {
+            if let Ok(data) = frame.map_err(io_err)?.into_data() {
+                body.extend_from_slice(&data);
+            }
+        }
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    .await;
+    conn.abort();
+    result
 }
 
-/// Decodes a chunked body (no trailers).
+/// A request body sent as the given pieces: one for a sized body, two (as two chunks) for a
+/// chunked one. Never reported as ended before it is polled, so a chunked body that is empty
+/// still goes out as the last chunk alone.
+struct Parts(VecDeque<Bytes>);
+
+impl hyper::body::Body for Parts {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .0
+                .pop_front()
+                .map(|b| Ok(hyper::body::Frame::data(b))),
+        )
+    }
+}
+
+/// Decodes a chunked body (no trailers), for the stand-in servers of the harness's self-tests
+/// that read raw requests.
 pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {

@@ -1,0 +1,207 @@
+//! The key: purser's signing key and certificate chain, what the registry trusts (its
+//! `rootcertbundle` and 3.x's `jwks`), and the per-version checks run over both.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use purser_token::{cert_public_key, load_cert_chain, KeyIdMode, PublicKey};
+use serde_json::Value as Json;
+
+use super::expiry::check_expiry;
+use super::registry_config::read_bounded;
+use super::trust::version_checks;
+use super::{Finding, RegistryToken, RegistryVersion, Status};
+use crate::config::Config;
+
+/// Purser's side of the key: the public key, the kid mode, and the certificate chain sent as x5c.
+pub(crate) struct OurKey {
+    pub(crate) public: PublicKey,
+    pub(crate) mode: KeyIdMode,
+    pub(crate) chain: Vec<Vec<u8>>,
+    pub(crate) cert_file: Option<PathBuf>,
+}
+
+/// What the registry trusts.
+pub(crate) struct Trust {
+    pub(crate) bundle: Vec<Vec<u8>>,
+    pub(crate) bundle_keys: Vec<PublicKey>,
+    pub(crate) jwks: Vec<Json>,
+}
+
+/// purser's signing key (and certificate chain) against what the registry trusts, for the
+/// registry's version or, when unknown, for both; then the certificates' expiry.
+pub fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let t = &config.token;
+    let mode = crate::build::key_id_mode(t.key_id);
+    // The certificate to name in fixes: the chain file, else the one generated beside the key.
+    let cert_hint = crate::build::generated_cert_path(config);
+    if !t.signing_key_file.exists() {
+        let what = if t.generate_key {
+            "does not exist yet (purser creates it at its first start)"
+        } else {
+            "does not exist"
+        };
+        out.push(Finding::problem(
+            "signing key",
+            format!("{} {what}, so trust cannot be checked", t.signing_key_file.display()),
+            format!(
+                "start purser once or run `purser keygen --out {}`, put {} in the registry's rootcertbundle, and run doctor again",
+                t.signing_key_file.parent().map(|p| p.display().to_string()).unwrap_or_else(|| ".".into()),
+                cert_hint.display()
+            ),
+        ));
+        return out;
+    }
+    let key = match purser_token::load_signing_key_file(&t.signing_key_file) {
+        Ok(k) => k,
+        Err(e) => {
+            out.push(Finding::problem(
+                "signing key",
+                e.to_string(),
+                "fix token.signing_key_file (purser check-config says more)",
+            ));
+            return out;
+        }
+    };
+    let public = key.public_key();
+    let (chain, cert_file) = if t.certificate_file.as_os_str().is_empty() {
+        (Vec::new(), None)
+    } else {
+        let chain = match std::fs::read_to_string(&t.certificate_file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| load_cert_chain(&text).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(Finding::problem(
+                    "certificate",
+                    format!("token.certificate_file {}: {e}", t.certificate_file.display()),
+                    "point token.certificate_file at the PEM certificate of the signing key, or leave it empty",
+                ));
+                return out;
+            }
+        };
+        (chain, Some(t.certificate_file.clone()))
+    };
+    let ours = OurKey {
+        public,
+        mode,
+        chain,
+        cert_file,
+    };
+    out.push(Finding::ok(
+        "signing key",
+        format!(
+            "{} key, kid {} ({} mode){}",
+            ours.public.alg(),
+            purser_token::key_id(&ours.public, mode),
+            match mode {
+                KeyIdMode::Libtrust => "libtrust",
+                KeyIdMode::Thumbprint => "thumbprint",
+            },
+            if ours.chain.is_empty() {
+                String::new()
+            } else {
+                format!("; tokens carry x5c from {}", t.certificate_file.display())
+            }
+        ),
+    ));
+
+    let trust = match load_trust(reg) {
+        Ok(tr) => tr,
+        Err(f) => {
+            out.push(f);
+            return out;
+        }
+    };
+
+    // Version-dependent checks: for a known version, as they are; for an unknown one, both,
+    // and when purser suits one of them, the other's problems are only warnings.
+    let versions = match reg.version {
+        Some(v) => vec![v],
+        None => vec![RegistryVersion::V2, RegistryVersion::V3],
+    };
+    let per_version: Vec<(RegistryVersion, Vec<Finding>)> = versions
+        .iter()
+        .map(|v| (*v, version_checks(*v, &ours, &trust, reg, &cert_hint)))
+        .collect();
+    let unknown = per_version.len() > 1;
+    let any_clean = per_version
+        .iter()
+        .any(|(_, fs)| fs.iter().all(|f| f.status != Status::Problem));
+    for (v, findings) in per_version {
+        for mut f in findings {
+            if unknown {
+                f.what = format!("({v}) {}", f.what);
+                if any_clean && f.status == Status::Problem {
+                    f.status = Status::Warn;
+                    f.what = format!("{} — only if the registry is this version", f.what);
+                }
+            }
+            out.push(f);
+        }
+    }
+    out.extend(check_expiry(&ours, &trust, reg, now));
+    out
+}
+
+fn load_trust(reg: &RegistryToken) -> Result<Trust, Finding> {
+    let mut bundle = Vec::new();
+    if let Some(path) = &reg.rootcertbundle {
+        let text = read_bounded(path).map_err(|e| {
+            Finding::problem(
+                "rootcertbundle",
+                e,
+                "point auth.token.rootcertbundle at a PEM file holding purser's certificate",
+            )
+        })?;
+        bundle = load_cert_chain(&text).map_err(|e| {
+            Finding::problem(
+                "rootcertbundle",
+                format!("{}: {e}", path.display()),
+                "the bundle must hold PEM CERTIFICATE blocks, e.g. the certificate purser keygen wrote",
+            )
+        })?;
+    }
+    let mut bundle_keys = Vec::new();
+    for der in &bundle {
+        if let Ok(k) = cert_public_key(der) {
+            bundle_keys.push(k);
+        }
+    }
+    let mut jwks = Vec::new();
+    if let Some(path) = &reg.jwks {
+        let text = read_bounded(path).map_err(|e| {
+            Finding::problem(
+                "jwks",
+                e,
+                "point auth.token.jwks at a copy of purser's /.well-known/jwks.json",
+            )
+        })?;
+        let doc: Json = serde_json::from_str(&text).map_err(|e| {
+            Finding::problem(
+                "jwks",
+                format!("{} is not JSON: {e}", path.display()),
+                "save purser's /.well-known/jwks.json there",
+            )
+        })?;
+        jwks = doc
+            .get("keys")
+            .and_then(Json::as_array)
+            .cloned()
+            .unwrap_or_default();
+    }
+    if bundle.is_empty() && jwks.is_empty() {
+        return Err(Finding::problem(
+            "rootcertbundle",
+            "the registry trusts no key: neither rootcertbundle nor jwks holds one (the registry refuses to start)",
+            "set auth.token.rootcertbundle to purser's certificate",
+        ));
+    }
+    Ok(Trust {
+        bundle,
+        bundle_keys,
+        jwks,
+    })
+}
