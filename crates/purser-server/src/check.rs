@@ -76,8 +76,8 @@ pub fn check(config: &Config) -> Vec<String> {
             }
             BackendKind::Ldap => {
                 if let Some(l) = &config.authn.ldap {
-                    if let Err(e) = crate::ldap::build(l) {
-                        problems.push(e);
+                    if let Err(e) = purser_authn::ldap::LdapAuthenticator::new(l.settings()) {
+                        problems.push(format!("authn.ldap: {e}"));
                     }
                 }
             }

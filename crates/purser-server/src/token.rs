@@ -419,8 +419,9 @@ impl TokenState {
             }
             ChainDecision::Rejected { account, .. } => {
                 let account = account.filter(|a| *a != creds.username);
-                if let Some(retry_after) =
-                    account.as_deref().and_then(|a| self.lockout.check(&[a], ip))
+                if let Some(retry_after) = account
+                    .as_deref()
+                    .and_then(|a| self.lockout.check(&[a], ip))
                 {
                     return Err(ApiError::RateLimited { retry_after });
                 }
