@@ -101,7 +101,7 @@ impl Default for LdapConfig {
 
 impl LdapConfig {
     /// The backend's settings, secrets already read.
-    pub(crate) fn settings(&self) -> LdapSettings {
+    fn settings(&self) -> LdapSettings {
         LdapSettings {
             urls: self.urls.clone(),
             start_tls: self.start_tls,
