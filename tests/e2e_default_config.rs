@@ -84,3 +84,80 @@ fn serve_without_config_flag_reads_config_purser_yaml() {
     // SIGTERM is a graceful stop.
     assert_eq!(p.stop(), Some(0), "{}", p.log_tail());
 }
+
+/// An empty config file, or one of comments only, is every default: `check-config` passes
+/// when the default policy file (`policy.yaml` beside the config) is there, without writing
+/// anything, and says what is missing when it is not; `serve` starts on it, generating its key
+/// under `data/`.
+#[test]
+fn an_empty_config_file_is_every_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    fs::write(root.join("empty.yaml"), "").expect("write");
+    fs::write(root.join("comments.yaml"), "# all defaults\n\n").expect("write");
+
+    // Without the policy, the one file the defaults name and cannot make.
+    let check = |name: &str| {
+        let cfg = root.join(name).display().to_string();
+        let out = run_purser(&["check-config", "--config", &cfg], "");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, out) = check("empty.yaml");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("authz.policy_file: ")
+            && out.contains("policy.yaml does not exist")
+            && out.contains("create it or correct the path"),
+        "the missing policy is not named with what to do:\n{out}"
+    );
+
+    fs::write(root.join("policy.yaml"), POLICY).expect("policy");
+    for name in ["empty.yaml", "comments.yaml"] {
+        let (code, out) = check(name);
+        assert_eq!(code, Some(0), "{name}:\n{out}");
+        assert!(out.contains("listen: 127.0.0.1:5001"), "{name}:\n{out}");
+        assert!(out.contains("configuration OK"), "{name}:\n{out}");
+    }
+    assert!(
+        !root.join("data").exists(),
+        "check-config wrote the key serve would generate"
+    );
+
+    // serve on the empty file: the defaults, the listeners moved by flag and environment.
+    let port = free_port();
+    let metrics_port = free_port();
+    let args = vec![
+        "serve".to_string(),
+        "--config".to_string(),
+        root.join("empty.yaml").display().to_string(),
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+    ];
+    let env = vec![(
+        "PURSER_METRICS__LISTEN".to_string(),
+        format!("127.0.0.1:{metrics_port}"),
+    )];
+    let cwd = root.to_path_buf();
+    let key = cwd.join("data/signing.pem");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut p = Purser::launch(logs, &cwd, &args, &env, port, metrics_port, key.clone());
+    assert!(key.is_file(), "serve did not generate data/signing.pem");
+    assert!(cwd.join("data/signing.crt").is_file());
+    let r = p.token_get(&[("service", "registry.local")], None);
+    assert_eq!(
+        r.status,
+        401,
+        "no backend, no anonymous access: {}",
+        r.text()
+    );
+    p.stop();
+
+    // The key serve generated passes the same check.
+    let (code, out) = check("empty.yaml");
+    assert_eq!(code, Some(0), "{out}");
+}

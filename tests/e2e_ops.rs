@@ -1045,3 +1045,144 @@ fn tls_needs_both_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not belong"), "{err}");
 }
+
+/// A folder holding the base configuration's signing key, its certificate (`keys/signing.crt`)
+/// and the policy, for `check-config` runs.
+fn checkable_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    openssl_rsa_key_and_cert(
+        &dir.path().join("keys/signing.pem"),
+        &dir.path().join("keys/signing.crt"),
+    );
+    fs::write(dir.path().join("policy.yaml"), POLICY).expect("policy");
+    dir
+}
+
+/// `purser check-config` on `config`, written into `dir`: (exit code, stdout and stderr).
+fn check_config_in(dir: &Path, config: &Value) -> (Option<i32>, String) {
+    let cfg = dir.join(format!("purser-{}.yaml", random_hex(4)));
+    fs::write(&cfg, serde_json::to_string(config).expect("json")).expect("write");
+    let out = run_purser(
+        &["check-config", "--config", &cfg.display().to_string()],
+        "",
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_config_loads_the_tls_pair_as_serve_does() {
+    let dir = checkable_dir();
+    let ca = TestCa::new();
+    let (c1, k1) = ca.issue(&dir.path().join("tls"), "one");
+    let (_, k2) = ca.issue(&dir.path().join("tls"), "two");
+    let with_tls = |cert: &Path, key: &Path| {
+        let mut c = base_config();
+        set_path(
+            &mut c,
+            "server.tls",
+            json!({ "cert_file": cert, "key_file": key }),
+        );
+        c
+    };
+
+    let (code, out) = check_config_in(dir.path(), &with_tls(&c1, &k1));
+    assert_eq!(code, Some(0), "a sound pair is refused:\n{out}");
+
+    // A certificate file that is not there: serve would not start.
+    let missing = dir.path().join("tls/missing.crt");
+    let (code, out) = check_config_in(dir.path(), &with_tls(&missing, &k1));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("server.tls.cert_file: cannot read the certificate file")
+            && out.contains("missing.crt"),
+        "the problem does not name server.tls.cert_file and the file:\n{out}"
+    );
+
+    // A key of another certificate: serve stops with "does not belong"; so does the check.
+    let (code, out) = check_config_in(dir.path(), &with_tls(&c1, &k2));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("server.tls.key_file: the key") && out.contains("does not belong"),
+        "the problem does not name server.tls.key_file:\n{out}"
+    );
+}
+
+#[test]
+fn check_config_matches_the_signing_key_and_its_certificate() {
+    let dir = checkable_dir();
+    openssl_rsa_key_and_cert(
+        &dir.path().join("other/signing.pem"),
+        &dir.path().join("other/signing.crt"),
+    );
+    let with_cert = |cert: &str| {
+        let mut c = base_config();
+        set_path(&mut c, "token.certificate_file", json!(cert));
+        c
+    };
+
+    let (code, out) = check_config_in(dir.path(), &with_cert("keys/signing.crt"));
+    assert_eq!(
+        code,
+        Some(0),
+        "the key's own certificate is refused:\n{out}"
+    );
+
+    let (code, out) = check_config_in(dir.path(), &with_cert("other/signing.crt"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("token.certificate_file:")
+            && out.contains("does not belong to the signing key"),
+        "the problem does not name token.certificate_file:\n{out}"
+    );
+
+    // Without certificate_file, the certificate beside the key (what key generation writes and
+    // the registry is given) is held to the key too.
+    fs::copy(
+        dir.path().join("other/signing.crt"),
+        dir.path().join("keys/signing.crt"),
+    )
+    .expect("copy");
+    let (code, out) = check_config_in(dir.path(), &base_config());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("token.signing_key_file:")
+            && out.contains("signing.crt")
+            && out.contains("does not belong to the signing key"),
+        "the stale certificate beside the key is not reported:\n{out}"
+    );
+}
+
+#[test]
+fn check_config_needs_every_watched_file() {
+    let dir = checkable_dir();
+    let mut config = base_config();
+    set_path(&mut config, "authn.order", json!(["static", "htpasswd"]));
+    set_path(
+        &mut config,
+        "authn.htpasswd",
+        json!({ "file": "users.htpasswd", "groups_file": "users.htgroup" }),
+    );
+    set_path(
+        &mut config,
+        "authz.policy_file",
+        json!("nowhere/policy.yaml"),
+    );
+    let (code, out) = check_config_in(dir.path(), &config);
+    assert_eq!(code, Some(1), "{out}");
+    for key in [
+        "authn.htpasswd.file",
+        "authn.htpasswd.groups_file",
+        "authz.policy_file",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(&format!("{key}: "))
+                && l.contains("does not exist: serve would start without it")),
+            "{key} is not reported as missing, with what serve would do:\n{out}"
+        );
+    }
+}

@@ -1,32 +1,90 @@
-//! Building the running server from a loaded configuration: the signer, the authenticator chain,
-//! the policy, the reload sources and the readiness checks.
+//! Building the running server from a loaded configuration: the signer and the JWKS, the TLS
+//! certificate store, the authenticator chain, the policy, the reload sources and the readiness
+//! checks.
+//!
+//! `serve` and `check-config` build through the same code, so they cannot disagree about a
+//! configuration. [`server`] builds for `serve` ([`Mode::Serve`]) and stops at the first
+//! failure; [`dry_run`] builds for `check-config` ([`Mode::DryRun`]): every file is read and
+//! parsed by the same bounded readers, but nothing is written (no key generated), no socket is
+//! bound, no directory contacted and no task started, and every failure is collected.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use purser_authn::chain::Chain;
-use purser_authn::htgroup::HtgroupDb;
-use purser_authn::htpasswd::{HtpasswdAuthenticator, HtpasswdDb};
-use purser_authn::static_users::{StaticAuthenticator, StaticUserEntry};
 use purser_authz::{Policy, PolicyAuthorizer};
 use purser_core::{Authenticator, Reloadable, Signer};
-use purser_token::JwsSigner;
-use purser_token::KeyIdMode;
+use purser_token::{JwsSigner, KeyIdMode, TokenError};
+use serde_json::Value;
+use tokio::sync::Semaphore;
 
-use crate::config::{BackendKind, Config, KeyAlg, KeyIdConfig};
+use crate::config::{Config, KeyAlg, KeyIdConfig, Problem};
+use crate::stack::Readiness;
 use crate::metrics::Metrics;
 use crate::reload::{self, Loader, Source};
-use crate::stack::Readiness;
+use crate::tls::CertStore;
 
+/// How far a build goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `purser serve`: a missing signing key is generated, a missing watched file is served
+    /// without (not ready) until it appears, background tasks start; the first failure stops.
+    Serve,
+    /// `purser check-config`: the same reading and parsing, with nothing written, bound,
+    /// contacted or started; a missing watched file is a problem, and every failure is kept.
+    DryRun,
+}
+
+/// Why the server cannot be built. `serve` prints it as it is; `check-config` prints
+/// [`BuildError::problem`], which leads with the key to change.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("signing key: {0}")]
-    Key(String),
-    #[error("{0}")]
-    Backend(String),
-    #[error("{0}")]
-    Policy(String),
+    /// The signing key or its certificate.
+    #[error("signing key: {message}")]
+    Key { key: &'static str, message: String },
+    /// A file of `token.publish_keys`.
+    #[error("signing key: token.publish_keys: {message}")]
+    PublishedKey { index: usize, message: String },
+    /// A backend that cannot be built with its block.
+    #[error("{key}: {message}")]
+    Backend { key: String, message: String },
+    /// A watched file (policy, htpasswd, htgroup) that exists but does not load.
+    #[error("{name}: {message}")]
+    Watched {
+        name: &'static str,
+        key: String,
+        message: String,
+    },
+    /// The certificate or key of `server.tls`.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Anything else, with its key.
+    #[error("{key}: {message}")]
+    Other { key: String, message: String },
+}
+
+impl BuildError {
+    pub fn backend(key: &str, message: impl std::fmt::Display) -> Self {
+        BuildError::Backend {
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The failure as a configuration problem: the key path first.
+    pub fn problem(&self) -> Problem {
+        match self {
+            BuildError::Key { key, message } => Problem::new(*key, message.clone()),
+            BuildError::PublishedKey { index, message } => {
+                Problem::new(format!("token.publish_keys[{index}]"), message.clone())
+            }
+            BuildError::Backend { key, message }
+            | BuildError::Watched { key, message, .. }
+            | BuildError::Other { key, message } => Problem::new(key.clone(), message.clone()),
+            BuildError::Tls(e) => Problem::new(e.key, e.message.clone()),
+        }
+    }
 }
 
 pub fn key_id_mode(c: KeyIdConfig) -> KeyIdMode {
@@ -55,38 +113,244 @@ pub fn generated_cert_path(config: &Config) -> PathBuf {
     }
 }
 
-/// Loads the signing key, generating key and certificate first when allowed and missing.
-pub fn signer(config: &Config) -> Result<Arc<JwsSigner>, BuildError> {
+/// What a watched file's parser hands back.
+pub struct Parsed<T> {
+    pub value: T,
+    /// For the log: `"42 rules"`.
+    pub summary: String,
+    /// Lines skipped while the rest loaded: `serve` goes on (the parser logs them), a dry run
+    /// reports each.
+    pub refused: Vec<String>,
+}
+
+impl<T> Parsed<T> {
+    pub fn new(value: T, summary: String) -> Self {
+        Parsed {
+            value,
+            summary,
+            refused: Vec::new(),
+        }
+    }
+}
+
+/// A watched file that must be loaded for `/readyz`.
+pub struct Loaded {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub ok: AtomicBool,
+}
+
+/// The state of one build: its mode, what the parts register (reload sources, readiness
+/// flags) and, in a dry run, the problems found so far.
+pub struct Ctx<'a> {
+    pub mode: Mode,
+    pub metrics: &'a Metrics,
+    /// One bound on password hashing for every hashing backend: at most one check per CPU.
+    pub hash_limiter: Arc<Semaphore>,
+    sources: Vec<Source>,
+    flags: Vec<Arc<Loaded>>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(mode: Mode, metrics: &'a Metrics) -> Self {
+        Ctx {
+            mode,
+            metrics,
+            hash_limiter: purser_authn::hash_limiter(),
+            sources: Vec::new(),
+            flags: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// A step's result: `serve` stops at a failure; a dry run notes it, goes on to find the
+    /// others, and gets `None`.
+    pub fn check<T>(&mut self, r: Result<T, BuildError>) -> Result<Option<T>, BuildError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if self.mode == Mode::DryRun => {
+                self.problems.push(e.problem());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Something `serve` runs with but warns about, and `check-config` reports as a problem.
+    pub fn doubt(&mut self, key: &str, message: String) {
+        match self.mode {
+            Mode::Serve => tracing::warn!(key, "{message}"),
+            Mode::DryRun => self.problems.push(Problem::new(key, message)),
+        }
+    }
+
+    /// A watched file (`key` names it in the config): a holder that the loader fills, its
+    /// readiness flag and its reload source, registered here. The first load happens now: a
+    /// file that exists but does not load is a failure (better than serving a policy or user
+    /// list other than the one the operator wrote); a missing one is served without, not ready,
+    /// until it appears, which a dry run reports.
+    pub fn watch<T, F>(
+        &mut self,
+        name: &'static str,
+        key: &str,
+        path: &Path,
+        empty: T,
+        parse: F,
+    ) -> Result<Option<Arc<Reloadable<T>>>, BuildError>
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&Path) -> Result<Parsed<T>, String> + Send + Sync + 'static,
+    {
+        self.metrics.init_reload_source(name);
+        let holder = Arc::new(Reloadable::new(empty));
+        let loaded = Arc::new(Loaded {
+            name,
+            path: path.to_path_buf(),
+            ok: AtomicBool::new(false),
+        });
+        let parse = Arc::new(parse);
+        let load: Loader = {
+            let (holder, loaded, parse) = (holder.clone(), loaded.clone(), parse.clone());
+            Box::new(move |p: &Path| {
+                let parsed = parse(p)?;
+                holder.store(parsed.value);
+                loaded.ok.store(true, Ordering::Release);
+                Ok(parsed.summary)
+            })
+        };
+        if path.exists() {
+            let first = parse(path);
+            let r = match first {
+                Ok(parsed) => {
+                    for line in &parsed.refused {
+                        if self.mode == Mode::DryRun {
+                            self.problems.push(Problem::new(key, line.clone()));
+                        }
+                    }
+                    holder.store(parsed.value);
+                    loaded.ok.store(true, Ordering::Release);
+                    Ok(parsed.summary)
+                }
+                Err(e) => Err(e),
+            };
+            reload::record(self.metrics, name, path, &r);
+            let failed = r.map_err(|message| BuildError::Watched {
+                name,
+                key: key.to_string(),
+                message,
+            });
+            if self.check(failed)?.is_none() {
+                return Ok(None);
+            }
+        } else {
+            match self.mode {
+                Mode::Serve => tracing::error!(source = name, path = %path.display(), "file not found: serving without it (not ready) until it appears"),
+                Mode::DryRun => self.problems.push(Problem::new(
+                    key,
+                    format!(
+                        "{} does not exist: serve would start without it and answer not ready until it appears; create it or correct the path",
+                        path.display()
+                    ),
+                )),
+            }
+        }
+        self.flags.push(loaded);
+        self.sources.push(Source {
+            name,
+            path: path.to_path_buf(),
+            load,
+        });
+        Ok(Some(holder))
+    }
+}
+
+/// Loads the signing key; in `serve`, generates key and certificate first when allowed and
+/// missing. Checks the certificate against the key: `token.certificate_file` (a mismatch stops
+/// the start), or else the generated certificate beside the key when present (a mismatch is
+/// warned about: it is what the registry was given to verify tokens).
+fn signer(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<JwsSigner>>, BuildError> {
+    const KEY: &str = "token.signing_key_file";
+    const CERT: &str = "token.certificate_file";
     let t = &config.token;
     let key_path = &t.signing_key_file;
     if !key_path.exists() {
         if !t.generate_key {
-            return Err(BuildError::Key(format!(
-                "{} does not exist: create one with `purser keygen`, or set token.generate_key: true",
-                key_path.display()
-            )));
+            return Err(BuildError::Key {
+                key: KEY,
+                message: format!(
+                    "{} does not exist: create one with `purser keygen`, or set token.generate_key: true",
+                    key_path.display()
+                ),
+            });
         }
-        let cert_path = generated_cert_path(config);
-        if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| BuildError::Key(format!("cannot create {}: {e}", dir.display())))?;
+        if ctx.mode == Mode::DryRun {
+            // serve generates it at start.
+            return Ok(None);
         }
-        let files = purser_token::write_generated_to(key_path, &cert_path, alg_of(t.generate_alg))
-            .map_err(|e| BuildError::Key(e.to_string()))?;
-        tracing::warn!(
-            key = %files.key.display(),
-            certificate = %files.cert.display(),
-            alg = %files.alg,
-            libtrust_kid = %files.key_ids.libtrust,
-            thumbprint_kid = %files.key_ids.thumbprint,
-            "generated a new signing key; give the certificate to the registry as auth.token.rootcertbundle"
-        );
+        generate_key(config)?;
     }
     let cert = (!t.certificate_file.as_os_str().is_empty()).then_some(t.certificate_file.as_path());
-    let signer = JwsSigner::from_files(key_path, cert, key_id_mode(t.key_id))
-        .map_err(|e| BuildError::Key(e.to_string()))?;
+    let signer = JwsSigner::from_files(key_path, cert, key_id_mode(t.key_id)).map_err(|e| {
+        let key = match &e {
+            TokenError::File { path, .. } | TokenError::Read { path, .. }
+                if Some(path.as_path()) == cert =>
+            {
+                CERT
+            }
+            _ => KEY,
+        };
+        BuildError::Key {
+            key,
+            message: e.to_string(),
+        }
+    })?;
+    if cert.is_none() {
+        let beside = generated_cert_path(config);
+        if beside.exists() {
+            let matches =
+                purser_token::load_cert_chain_file(&beside).and_then(|chain| match chain.first() {
+                    Some(leaf) => purser_token::check_cert_matches_key(leaf, signer.public_key()),
+                    None => Ok(()),
+                });
+            if let Err(e) = matches {
+                ctx.doubt(
+                    KEY,
+                    format!(
+                        "{}: {e} (this certificate, beside the key, is the one to give the registry as auth.token.rootcertbundle)",
+                        beside.display()
+                    ),
+                );
+            }
+        }
+    }
     warn_if_key_readable(key_path);
-    Ok(Arc::new(signer))
+    Ok(Some(Arc::new(signer)))
+}
+
+fn generate_key(config: &Config) -> Result<(), BuildError> {
+    let t = &config.token;
+    let key_path = &t.signing_key_file;
+    let key_error = |message: String| BuildError::Key {
+        key: "token.signing_key_file",
+        message,
+    };
+    let cert_path = generated_cert_path(config);
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| key_error(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let files = purser_token::write_generated_to(key_path, &cert_path, alg_of(t.generate_alg))
+        .map_err(|e| key_error(e.to_string()))?;
+    tracing::warn!(
+        key = %files.key.display(),
+        certificate = %files.cert.display(),
+        alg = %files.alg,
+        libtrust_kid = %files.key_ids.libtrust,
+        thumbprint_kid = %files.key_ids.thumbprint,
+        "generated a new signing key; give the certificate to the registry as auth.token.rootcertbundle"
+    );
+    Ok(())
 }
 
 fn warn_if_key_readable(path: &Path) {
@@ -98,25 +362,98 @@ fn warn_if_key_readable(path: &Path) {
     }
 }
 
-/// The JWKS document: the active key first, then `publish_keys`.
-pub fn jwks(config: &Config, signer: &dyn Signer) -> Result<Vec<u8>, BuildError> {
+/// The keys of `token.publish_keys`, as JWKs, each file checked.
+fn published_keys(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Vec<Value>>, BuildError> {
     let mode = key_id_mode(config.token.key_id);
-    let mut extra = Vec::new();
-    for p in &config.token.publish_keys {
-        extra.push(
-            purser_token::public_jwk_from_file(p, mode)
-                .map_err(|e| BuildError::Key(format!("token.publish_keys: {e}")))?,
-        );
+    let mut keys = Some(Vec::new());
+    for (index, p) in config.token.publish_keys.iter().enumerate() {
+        let jwk =
+            purser_token::public_jwk_from_file(p, mode).map_err(|e| BuildError::PublishedKey {
+                index,
+                message: e.to_string(),
+            });
+        match (ctx.check(jwk)?, keys.as_mut()) {
+            (Some(jwk), Some(keys)) => keys.push(jwk),
+            _ => keys = None,
+        }
     }
-    let doc = purser_token::jwks_document(signer, &extra);
-    Ok(serde_json::to_vec_pretty(&doc).unwrap_or_default())
+    Ok(keys)
 }
 
-/// A source that must be loaded for `/readyz`.
-pub struct Loaded {
-    pub name: &'static str,
-    pub path: PathBuf,
-    pub ok: AtomicBool,
+/// The JWKS document: the active key first, then `publish_keys`.
+fn jwks(signer: &dyn Signer, extra: &[Value]) -> Vec<u8> {
+    let doc = purser_token::jwks_document(signer, extra);
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
+
+/// The certificate store of `server.tls`, when both files are set (validation refuses one
+/// without the other); its first load is recorded like any reload source's, and its files are
+/// two more reload sources.
+fn tls_store(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<CertStore>>, BuildError> {
+    let t = &config.server.tls;
+    if t.cert_file.as_os_str().is_empty() && t.key_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
+        return Err(BuildError::Other {
+            key: "server.tls".into(),
+            message: "set both cert_file and key_file, or neither".into(),
+        });
+    }
+    ctx.metrics.init_reload_source(crate::tls::SOURCE);
+    let store = CertStore::load(&t.cert_file, &t.key_file)?;
+    reload::record(
+        ctx.metrics,
+        crate::tls::SOURCE,
+        &t.cert_file,
+        &Ok(store.summary()),
+    );
+    ctx.sources.extend(store.sources());
+    Ok(Some(store))
+}
+
+/// The policy, read with the policy's size bound by the server and the checker alike.
+fn policy(
+    config: &Config,
+    ctx: &mut Ctx<'_>,
+) -> Result<Option<Arc<Reloadable<Policy>>>, BuildError> {
+    let gauge = ctx.metrics.policy_rules.clone();
+    let empty = Policy::parse("", "(no policy loaded)").map_err(|e| BuildError::Other {
+        key: "authz.policy_file".into(),
+        message: e.to_string(),
+    })?;
+    ctx.watch(
+        "policy",
+        "authz.policy_file",
+        &config.authz.policy_file,
+        empty,
+        move |p: &Path| {
+            let policy = Policy::from_file(p).map_err(|e| e.to_string())?;
+            let n = policy.rule_count();
+            gauge.set(n as i64);
+            Ok(Parsed::new(policy, format!("{n} rules")))
+        },
+    )
+}
+
+/// The chain of `authn.order`, each configured backend built by its own module.
+fn chain(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<Chain>>, BuildError> {
+    let mut backends: Vec<Arc<dyn Authenticator>> = Vec::new();
+    let mut complete = true;
+    for kind in &config.authn.order {
+        // A backend in the order without its block is skipped: the default order names them all.
+        let Some(block) = config.authn.block(*kind) else {
+            continue;
+        };
+        match block.build(&kind.key(), ctx)? {
+            Some(backend) => {
+                ctx.metrics.init_backend(backend.name());
+                backends.push(backend);
+            }
+            None => complete = false,
+        }
+    }
+    Ok(complete.then(|| Arc::new(Chain::with_cache(backends, config.authn.cache_ttl.0))))
 }
 
 pub struct ServerReadiness {
@@ -146,187 +483,76 @@ impl Readiness for ServerReadiness {
     }
 }
 
-/// A watched file's holder, its readiness flag and its reload source.
-pub type Watched<T> = (Arc<Reloadable<T>>, Arc<Loaded>, Source);
-
-/// A watched file: a holder that the loader fills, its readiness flag and its reload source.
-fn watched<T, F>(
-    name: &'static str,
-    path: &Path,
-    empty: T,
-    parse: F,
-    metrics: &Metrics,
-) -> Result<Watched<T>, BuildError>
-where
-    T: Send + Sync + 'static,
-    F: Fn(&Path) -> Result<(T, String), String> + Send + Sync + 'static,
-{
-    metrics.init_reload_source(name);
-    let holder = Arc::new(Reloadable::new(empty));
-    let loaded = Arc::new(Loaded {
-        name,
-        path: path.to_path_buf(),
-        ok: AtomicBool::new(false),
-    });
-    let load: Loader = {
-        let holder = holder.clone();
-        let loaded = loaded.clone();
-        Box::new(move |p: &Path| {
-            let (value, summary) = parse(p)?;
-            holder.store(value);
-            loaded.ok.store(true, Ordering::Release);
-            Ok(summary)
-        })
-    };
-    if path.exists() {
-        // A file that exists but does not load stops the start: better than serving a policy or
-        // user list other than the one the operator wrote.
-        let r = load(path);
-        reload::record(metrics, name, path, &r);
-        r.map_err(|e| BuildError::Policy(format!("{name}: {e}")))?;
-    } else {
-        tracing::error!(source = name, path = %path.display(), "file not found: serving without it (not ready) until it appears");
-    }
-    Ok((
-        holder,
-        loaded,
-        Source {
-            name,
-            path: path.to_path_buf(),
-            load,
-        },
-    ))
-}
-
+/// Everything `serve` runs with, before it binds its listeners.
 pub struct Built {
+    pub signer: Arc<JwsSigner>,
+    pub jwks: Vec<u8>,
+    /// `server.tls`, when set.
+    pub tls: Option<Arc<CertStore>>,
     pub chain: Arc<Chain>,
     pub authorizer: Arc<PolicyAuthorizer>,
     pub policy: Arc<Reloadable<Policy>>,
+    /// The watched files: policy, htpasswd, htgroup, the TLS pair.
     pub sources: Vec<Source>,
     pub readiness: Arc<ServerReadiness>,
     pub limiter: Arc<dyn purser_core::LoginLimiter>,
 }
 
-/// The policy holder with its loader, shared by `serve`.
-pub fn policy(config: &Config, metrics: &Metrics) -> Result<Watched<Policy>, BuildError> {
-    let gauge = metrics.policy_rules.clone();
-    watched(
-        "policy",
-        &config.authz.policy_file,
-        Policy::parse("", "(no policy loaded)").map_err(|e| BuildError::Policy(e.to_string()))?,
-        move |p: &Path| {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let policy =
-                Policy::parse(&text, &p.display().to_string()).map_err(|e| e.to_string())?;
-            let n = policy.rule_count();
-            gauge.set(n as i64);
-            Ok((policy, format!("{n} rules")))
-        },
-        metrics,
-    )
-}
-
-/// Builds the chain, the policy and their reload sources.
-pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, BuildError> {
-    let mut sources = Vec::new();
-    let mut flags = Vec::new();
-    let mut backends: Vec<Arc<dyn Authenticator>> = Vec::new();
-    let ttl = config.authn.cache_ttl.0;
-    // One bound on password hashing for every hashing backend: at most one check per CPU.
-    let hash_limiter = purser_authn::hash_limiter();
-    for kind in &config.authn.order {
-        let backend: Arc<dyn Authenticator> = match kind {
-            BackendKind::Static => {
-                let Some(s) = &config.authn.r#static else {
-                    continue;
-                };
-                let users = s
-                    .users
-                    .iter()
-                    .map(|(name, u)| StaticUserEntry {
-                        name: name.clone(),
-                        password_hash: u.password_hash.clone(),
-                        groups: u.groups.clone(),
-                    })
-                    .collect();
-                Arc::new(
-                    StaticAuthenticator::new(users)
-                        .map_err(|e| BuildError::Backend(format!("authn.static: {e}")))?
-                        .with_hash_limiter(Arc::clone(&hash_limiter)),
-                )
-            }
-            BackendKind::Htpasswd => {
-                let Some(h) = &config.authn.htpasswd else {
-                    continue;
-                };
-                let (users, loaded, src) = watched(
-                    "htpasswd",
-                    &h.file,
-                    HtpasswdDb::empty(&h.file.display().to_string()),
-                    |p: &Path| {
-                        let (db, issues) = HtpasswdDb::load(p).map_err(|e| e.to_string())?;
-                        for issue in &issues {
-                            tracing::warn!(%issue, "htpasswd");
-                        }
-                        let n = db.len();
-                        Ok((db, format!("{n} users")))
-                    },
-                    metrics,
-                )?;
-                sources.push(src);
-                flags.push(loaded);
-                let groups = if h.groups_file.as_os_str().is_empty() {
-                    Arc::new(Reloadable::new(HtgroupDb::empty()))
-                } else {
-                    let (groups, loaded, src) = watched(
-                        "htgroup",
-                        &h.groups_file,
-                        HtgroupDb::empty(),
-                        |p: &Path| {
-                            let db = HtgroupDb::load(p).map_err(|e| e.to_string())?;
-                            let n = db.user_count();
-                            Ok((db, format!("{n} users in groups")))
-                        },
-                        metrics,
-                    )?;
-                    sources.push(src);
-                    flags.push(loaded);
-                    groups
-                };
-                Arc::new(
-                    HtpasswdAuthenticator::new(users, groups)
-                        .with_hash_limiter(Arc::clone(&hash_limiter)),
-                )
-            }
-            BackendKind::Ldap => {
-                let Some(l) = &config.authn.ldap else {
-                    continue;
-                };
-                let ldap = Arc::new(crate::ldap::build(l).map_err(BuildError::Backend)?);
-                crate::ldap::export_pool_gauges(&ldap, metrics);
-                ldap
-            }
-        };
-        metrics.init_backend(backend.name());
-        backends.push(backend);
-    }
-    let chain = Arc::new(Chain::with_cache(backends, ttl));
-    let (policy, loaded, src) = policy(config, metrics)?;
-    sources.push(src);
-    flags.push(loaded);
+/// Every part, in the order `serve` has always built them. `Ok(None)` only in a dry run.
+fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildError> {
+    let signer = signer(config, ctx);
+    let signer = ctx.check(signer)?.flatten();
+    let extra = published_keys(config, ctx)?;
+    let chain = chain(config, ctx)?;
+    let policy = policy(config, ctx)?;
+    let tls = tls_store(config, ctx);
+    let tls = ctx.check(tls)?;
+    let (Some(signer), Some(extra), Some(chain), Some(policy), Some(tls)) =
+        (signer, extra, chain, policy, tls)
+    else {
+        return Ok(None);
+    };
+    let jwks = jwks(signer.as_ref(), &extra);
     let authorizer = Arc::new(PolicyAuthorizer::new(policy.clone()));
     let limiter = crate::limiter::build(config, Arc::new(purser_core::SystemClock));
     let readiness = Arc::new(ServerReadiness {
-        sources: flags,
+        sources: std::mem::take(&mut ctx.flags),
         chain: chain.clone(),
     });
-    Ok(Built {
+    Ok(Some(Built {
+        signer,
+        jwks,
+        tls,
         chain,
         authorizer,
         policy,
-        sources,
+        sources: std::mem::take(&mut ctx.sources),
         readiness,
         limiter,
+    }))
+}
+
+/// Builds the server for `purser serve`: generates a missing key when allowed, loads every
+/// file, and stops at the first failure.
+pub fn server(config: &Config, metrics: &Metrics) -> Result<Built, BuildError> {
+    let mut ctx = Ctx::new(Mode::Serve, metrics);
+    assemble(config, &mut ctx)?.ok_or_else(|| BuildError::Other {
+        key: String::new(),
+        message: "the server could not be built".into(),
     })
+}
+
+/// Builds the server as [`server`] does, for `purser check-config`, without writing, binding,
+/// contacting or starting anything: every problem found, each with its key path.
+pub fn dry_run(config: &Config) -> Vec<Problem> {
+    let metrics = match Metrics::new(prometheus::Registry::new()) {
+        Ok(m) => m,
+        Err(e) => return vec![Problem::new("", format!("metrics: {e}"))],
+    };
+    let mut ctx = Ctx::new(Mode::DryRun, &metrics);
+    if let Err(e) = assemble(config, &mut ctx) {
+        // A dry run collects its failures; this is only for one that escaped.
+        ctx.problems.push(e.problem());
+    }
+    ctx.problems
 }

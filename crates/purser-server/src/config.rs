@@ -27,7 +27,12 @@ pub use problem::{ConfigErrors, Problem, ProblemSource};
 pub use redact::REDACTED;
 pub use yaml::Yaml;
 
-use std::collections::BTreeMap;
+pub use crate::backends::{
+    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser,
+};
+pub(crate) use load::{read_twin, resolve};
+pub(crate) use redact::redacted_if_set;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,7 +133,8 @@ pub struct Config {
     pub log: LogConfig,
     /// What tokens say and how they are signed. Default: see [`TokenConfig`].
     pub token: TokenConfig,
-    /// The authentication chain and its backends. Default: no backend configured.
+    /// The authentication chain and its backends (crates/purser-server/src/backends/). Default:
+    /// no backend configured.
     pub authn: AuthnConfig,
     /// The policy. Default `policy.yaml`.
     pub authz: AuthzConfig,
@@ -290,202 +296,6 @@ impl Default for TokenConfig {
             key_id: KeyIdConfig::Libtrust,
             publish_keys: Vec::new(),
             refresh_lifetime: HumanDuration::secs(30 * 86400),
-        }
-    }
-}
-
-/// The backends the chain can hold. Adding one: a variant here, its config block below, one arm
-/// in `build` (crates/purser-server/src/build.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    Static,
-    Htpasswd,
-    Ldap,
-}
-
-impl BackendKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            BackendKind::Static => "static",
-            BackendKind::Htpasswd => "htpasswd",
-            BackendKind::Ldap => "ldap",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthnConfig {
-    /// The chain, of the backends configured below; unconfigured ones are skipped.
-    /// Default `[static, htpasswd, ldap]`.
-    pub order: Vec<BackendKind>,
-    /// A request without credentials gets account `""` (the policy decides). Default `false`.
-    pub anonymous: bool,
-    /// Remember a verified password this long; `0s` never. Default `60s`.
-    pub cache_ttl: HumanDuration,
-    /// Users written in the config. Default: none (backend off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub r#static: Option<StaticConfig>,
-    /// An Apache htpasswd file. Default: none (backend off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub htpasswd: Option<HtpasswdConfig>,
-    /// A directory. Default: none (backend off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ldap: Option<LdapConfig>,
-}
-
-impl Default for AuthnConfig {
-    fn default() -> Self {
-        AuthnConfig {
-            order: vec![
-                BackendKind::Static,
-                BackendKind::Htpasswd,
-                BackendKind::Ldap,
-            ],
-            anonymous: false,
-            cache_ttl: HumanDuration::secs(60),
-            r#static: None,
-            htpasswd: None,
-            ldap: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StaticConfig {
-    /// User name -> bcrypt hash and groups. Default `{}`.
-    pub users: BTreeMap<String, StaticUser>,
-}
-
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StaticUser {
-    /// bcrypt hash (`purser hash-password`). Secret: redacted in output.
-    pub password_hash: String,
-    /// Or a file holding the hash (read at load, a trailing newline dropped); setting both is an
-    /// error. Default: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_hash_file: Option<PathBuf>,
-    /// Groups for the policy's `groups` match. Default `[]`.
-    pub groups: Vec<String>,
-}
-
-// Written by hand so that the hash never reaches a log line through `{:?}`.
-impl std::fmt::Debug for StaticUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticUser")
-            .field(
-                "password_hash",
-                &redact::redacted_if_set(&self.password_hash),
-            )
-            .field("password_hash_file", &self.password_hash_file)
-            .field("groups", &self.groups)
-            .finish()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HtpasswdConfig {
-    /// Apache htpasswd file; watched. Default `users.htpasswd`.
-    pub file: PathBuf,
-    /// Apache htgroup file (`group: user user`); watched. Default empty (no groups).
-    pub groups_file: PathBuf,
-}
-
-impl Default for HtpasswdConfig {
-    fn default() -> Self {
-        HtpasswdConfig {
-            file: PathBuf::from("users.htpasswd"),
-            groups_file: PathBuf::new(),
-        }
-    }
-}
-
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LdapConfig {
-    /// Tried in order; `ldaps://` for implicit TLS. Default `["ldap://127.0.0.1:389"]`.
-    pub urls: Vec<String>,
-    /// Upgrade `ldap://` with StartTLS. Default `false`.
-    pub start_tls: bool,
-    /// PEM CA bundle to verify the directory's certificate. Default empty (system roots).
-    pub ca_file: PathBuf,
-    /// Service account for search-then-bind; empty: direct bind. Default empty.
-    pub bind_dn: String,
-    /// The service account's password. Secret. Default empty.
-    pub bind_password: String,
-    /// Or a file holding it (read at load, a trailing newline dropped); setting both is an error.
-    /// Default: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bind_password_file: Option<PathBuf>,
-    /// Direct bind DN template, e.g. `uid={username},ou=people,dc=example,dc=org`. Default empty.
-    pub user_dn: String,
-    /// Search base for users. Default empty.
-    pub user_base: String,
-    /// Search filter for users. Default `(uid={username})`.
-    pub user_filter: String,
-    /// Search base for groups; empty: no groups. Default empty.
-    pub group_base: String,
-    /// Group filter, with `{dn}` and `{username}`. Default `(member={dn})`.
-    pub group_filter: String,
-    /// Attribute naming a group. Default `cn`.
-    pub group_name_attribute: String,
-    /// Attribute of the user's entry holding the account name, the name the policy, the token
-    /// and the lockout see (`sAMAccountName` for Active Directory). Default `uid`.
-    pub account_attribute: String,
-    /// Bound on every directory operation. Default `5s`.
-    pub timeout: HumanDuration,
-    /// Service-account connections kept. Default `8`.
-    pub pool_size: usize,
-}
-
-// Written by hand so that the bind password never reaches a log line through `{:?}`.
-impl std::fmt::Debug for LdapConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LdapConfig")
-            .field("urls", &self.urls)
-            .field("start_tls", &self.start_tls)
-            .field("ca_file", &self.ca_file)
-            .field("bind_dn", &self.bind_dn)
-            .field(
-                "bind_password",
-                &redact::redacted_if_set(&self.bind_password),
-            )
-            .field("bind_password_file", &self.bind_password_file)
-            .field("user_dn", &self.user_dn)
-            .field("user_base", &self.user_base)
-            .field("user_filter", &self.user_filter)
-            .field("group_base", &self.group_base)
-            .field("group_filter", &self.group_filter)
-            .field("group_name_attribute", &self.group_name_attribute)
-            .field("account_attribute", &self.account_attribute)
-            .field("timeout", &self.timeout)
-            .field("pool_size", &self.pool_size)
-            .finish()
-    }
-}
-
-impl Default for LdapConfig {
-    fn default() -> Self {
-        LdapConfig {
-            urls: vec!["ldap://127.0.0.1:389".into()],
-            start_tls: false,
-            ca_file: PathBuf::new(),
-            bind_dn: String::new(),
-            bind_password: String::new(),
-            bind_password_file: None,
-            user_dn: String::new(),
-            user_base: String::new(),
-            user_filter: "(uid={username})".into(),
-            group_base: String::new(),
-            group_filter: "(member={dn})".into(),
-            group_name_attribute: "cn".into(),
-            account_attribute: "uid".into(),
-            timeout: HumanDuration::secs(5),
-            pool_size: 8,
         }
     }
 }

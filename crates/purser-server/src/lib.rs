@@ -10,6 +10,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod backends;
 pub mod build;
 pub mod check;
 pub mod config;
@@ -17,7 +18,6 @@ pub mod doctor;
 pub mod error;
 pub mod forwarded;
 pub mod http;
-pub mod ldap;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

@@ -93,15 +93,11 @@ async fn terminate() {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(registry).map_err(|e| ServeError::Other(format!("metrics: {e}")))?;
-    let signer = build::signer(&config)?;
-    let jwks = build::jwks(&config, signer.as_ref())?;
-    let built = build::components(&config, &metrics).await?;
-    let mut sources = built.sources;
-    let tls = tls_store(&config, &metrics)?;
-    if let Some(store) = &tls {
-        sources.extend(store.sources());
-    }
-    let reloader = crate::reload::spawn(sources, metrics.clone());
+    let built = build::server(&config, &metrics)?;
+    let signer = built.signer;
+    let jwks = built.jwks;
+    let tls = built.tls;
+    let reloader = crate::reload::spawn(built.sources, metrics.clone());
 
     let mut token_paths = vec![config.server.path.clone()];
     if config.server.path != "/auth/token" {
@@ -196,33 +192,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The certificate store of `server.tls`, when both files are set (validation refuses one
-/// without the other). Its first load is recorded like any reload source's.
-fn tls_store(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<Option<Arc<crate::tls::CertStore>>, ServeError> {
-    let t = &config.server.tls;
-    if t.cert_file.as_os_str().is_empty() && t.key_file.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
-        return Err(ServeError::Other(
-            "server.tls: set both cert_file and key_file, or neither".into(),
-        ));
-    }
-    metrics.init_reload_source(crate::tls::SOURCE);
-    let store = crate::tls::CertStore::load(&t.cert_file, &t.key_file)
-        .map_err(|e| ServeError::Other(e.to_string()))?;
-    crate::reload::record(
-        metrics,
-        crate::tls::SOURCE,
-        &t.cert_file,
-        &Ok(store.summary()),
-    );
-    Ok(Some(store))
 }
 
 /// Logs which configuration file is in use.

@@ -43,9 +43,19 @@ const PAIR_GRACE: Duration = Duration::from_secs(3);
 /// The reload metrics label of the certificate and key files.
 pub const SOURCE: &str = "tls";
 
+/// The key of the certificate file, for problems that are the certificate's.
+pub const CERT_KEY: &str = "server.tls.cert_file";
+/// The key of the key file, for problems that are the key's (a key that does not belong to the
+/// certificate included).
+pub const KEY_KEY: &str = "server.tls.key_file";
+
 #[derive(Debug, thiserror::Error)]
-#[error("server.tls: {0}")]
-pub struct TlsError(pub String);
+#[error("server.tls: {message}")]
+pub struct TlsError {
+    /// The config key of the file at fault: [`CERT_KEY`] or [`KEY_KEY`].
+    pub key: &'static str,
+    pub message: String,
+}
 
 /// The certificate and key being served, swapped whole when the files change.
 pub struct CertStore {
@@ -67,8 +77,12 @@ impl fmt::Debug for CertStore {
 
 fn read_bounded(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "cannot read the {what} {}: {e}; check the path and that purser's user may read it",
+            path.display()
+        )
+    })?;
     let mut buf = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut buf)
@@ -107,19 +121,27 @@ fn describe(der: &[u8]) -> (String, Option<std::time::SystemTime>) {
 enum PairError {
     /// Both files parse, but the key is not the certificate's: possibly half of a renewal.
     Mismatch(String),
-    Bad(String),
-}
-
-impl From<String> for PairError {
-    fn from(s: String) -> Self {
-        PairError::Bad(s)
-    }
+    /// The certificate file is unreadable or holds no certificate.
+    BadCert(String),
+    /// The key file is unreadable or holds no usable key.
+    BadKey(String),
 }
 
 impl PairError {
     fn message(self) -> String {
         match self {
-            PairError::Mismatch(m) | PairError::Bad(m) => m,
+            PairError::Mismatch(m) | PairError::BadCert(m) | PairError::BadKey(m) => m,
+        }
+    }
+
+    fn into_tls_error(self) -> TlsError {
+        let key = match &self {
+            PairError::BadCert(_) => CERT_KEY,
+            PairError::BadKey(_) | PairError::Mismatch(_) => KEY_KEY,
+        };
+        TlsError {
+            key,
+            message: self.message(),
         }
     }
 }
@@ -132,42 +154,42 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, Stri
 }
 
 fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, PairError> {
-    let cert_pem = read_bounded(cert_path, "certificate file")?;
+    let cert_pem = read_bounded(cert_path, "certificate file").map_err(PairError::BadCert)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|_| {
-            format!(
+            PairError::BadCert(format!(
                 "{}: not a PEM certificate chain (a block is malformed or cut short)",
                 cert_path.display()
-            )
+            ))
         })?;
     if chain.is_empty() {
-        return Err(PairError::Bad(format!(
+        return Err(PairError::BadCert(format!(
             "{}: no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
             cert_path.display()
         )));
     }
-    let key_pem = read_bounded(key_path, "key file")?;
+    let key_pem = read_bounded(key_path, "key file").map_err(PairError::BadKey)?;
     // The parse error is reported without its text: it could quote key material.
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        format!(
+        PairError::BadKey(format!(
             "{}: no private key (expected PEM PKCS#8, PKCS#1 or SEC1)",
             key_path.display()
-        )
+        ))
     })?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider.key_provider.load_private_key(key).map_err(|_| {
-        format!(
+        PairError::BadKey(format!(
             "{}: a key type TLS cannot use (RSA, ECDSA P-256/P-384 or Ed25519 are)",
             key_path.display()
-        )
+        ))
     })?;
     let pair = CertifiedKey::new(chain, signing);
     match pair.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => {
             return Err(PairError::Mismatch(format!(
-                "the key {} does not belong to the first certificate of {}",
+                "the key {} does not belong to the first certificate of {}; use the key the certificate was issued for",
                 key_path.display(),
                 cert_path.display()
             )))
@@ -179,7 +201,7 @@ fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, PairErro
 impl CertStore {
     /// Loads the pair; an error here stops the start.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>, TlsError> {
-        let pair = load_pair(cert_path, key_path).map_err(TlsError)?;
+        let pair = read_pair(cert_path, key_path).map_err(PairError::into_tls_error)?;
         let store = Arc::new(CertStore {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),

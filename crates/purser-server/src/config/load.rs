@@ -255,10 +255,10 @@ fn flag_name(path: &str) -> String {
     }
 }
 
-/// Keys whose values must never be echoed, even in a type error.
+/// Keys whose values must never be echoed, even in a type error: the backends' secrets.
 fn is_secret_key(path: &[String]) -> bool {
     path.last()
-        .is_some_and(|k| k == "password_hash" || k == "bind_password")
+        .is_some_and(|k| crate::backends::is_secret_key(k))
 }
 
 /// Extracts the configuration, collecting every key and type error rather than the first: each
@@ -382,7 +382,8 @@ fn remove_path(value: &mut Value, path: &[String]) -> bool {
     }
 }
 
-fn resolve(path: &mut PathBuf, base: &Path) {
+/// A relative, non-empty path becomes a path under `base`.
+pub(crate) fn resolve(path: &mut PathBuf, base: &Path) {
     if !path.as_os_str().is_empty() && path.is_relative() {
         *path = base.join(&*path);
     }
@@ -397,50 +398,23 @@ fn resolve_paths(c: &mut Config, base: &Path) {
     for key in &mut c.token.publish_keys {
         resolve(key, base);
     }
-    if let Some(st) = c.authn.r#static.as_mut() {
-        for user in st.users.values_mut() {
-            if let Some(f) = user.password_hash_file.as_mut() {
-                resolve(f, base);
-            }
-        }
-    }
-    if let Some(h) = c.authn.htpasswd.as_mut() {
-        resolve(&mut h.file, base);
-        resolve(&mut h.groups_file, base);
-    }
-    if let Some(l) = c.authn.ldap.as_mut() {
-        resolve(&mut l.ca_file, base);
-        if let Some(f) = l.bind_password_file.as_mut() {
-            resolve(f, base);
-        }
-    }
+    c.authn.resolve_paths(base);
     resolve(&mut c.authz.policy_file, base);
 }
 
 /// Reads every `*_file` secret twin into its plain field.
 fn read_secrets(c: &mut Config, problems: &mut Vec<Problem>) {
-    if let Some(st) = c.authn.r#static.as_mut() {
-        for (name, user) in st.users.iter_mut() {
-            let key = format!("authn.static.users.{name}.password_hash");
-            read_twin(
-                &mut user.password_hash,
-                user.password_hash_file.as_deref(),
-                &key,
-                problems,
-            );
-        }
-    }
-    if let Some(l) = c.authn.ldap.as_mut() {
-        read_twin(
-            &mut l.bind_password,
-            l.bind_password_file.as_deref(),
-            "authn.ldap.bind_password",
-            problems,
-        );
-    }
+    c.authn.read_secrets(problems);
 }
 
-fn read_twin(value: &mut String, file: Option<&Path>, key: &str, problems: &mut Vec<Problem>) {
+/// Reads the secret file twin of `key` into `value`: `file` set and `value` too is a problem, as
+/// is a file that is unreadable, empty or larger than a secret can be.
+pub(crate) fn read_twin(
+    value: &mut String,
+    file: Option<&Path>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) {
     let Some(file) = file.filter(|f| !f.as_os_str().is_empty()) else {
         return;
     };

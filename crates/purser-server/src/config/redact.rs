@@ -19,14 +19,8 @@ impl Config {
     /// `bind_password`) replaced by `"<redacted>"`. Paths of secret files are not secret and stay.
     pub fn to_redacted_yaml(&self) -> String {
         let mut shown = self.clone();
-        if let Some(users) = shown.authn.r#static.as_mut().map(|s| &mut s.users) {
-            for user in users.values_mut() {
-                user.password_hash = redacted_if_set(&user.password_hash).to_string();
-            }
-        }
-        if let Some(ldap) = shown.authn.ldap.as_mut() {
-            ldap.bind_password = redacted_if_set(&ldap.bind_password).to_string();
-        }
+        // Each backend knows its own secrets.
+        shown.authn.redact();
         // Plain structs, strings and lists: serialising them cannot fail.
         serde_norway::to_string(&shown)
             .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))

@@ -1,9 +1,8 @@
 //! Semantic checks that need no network: everything is collected, nothing stops at the first.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use super::{Config, LdapConfig, Problem};
+use super::{Config, Problem};
 
 /// Bounds of `server.max_scopes`.
 const MAX_SCOPES: std::ops::RangeInclusive<usize> = 1..=1000;
@@ -18,7 +17,7 @@ impl Config {
         let mut p = Vec::new();
         self.check_server(&mut p);
         self.check_token(&mut p);
-        self.check_authn(&mut p);
+        self.authn.validate(&mut p);
         if self.authz.policy_file.as_os_str().is_empty() {
             p.push(Problem::new(
                 "authz.policy_file",
@@ -142,178 +141,12 @@ impl Config {
             ));
         }
     }
-
-    fn check_authn(&self, p: &mut Vec<Problem>) {
-        let a = &self.authn;
-        if a.order.is_empty() {
-            p.push(Problem::new(
-                "authn.order",
-                "list at least one backend: static, htpasswd or ldap",
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for kind in &a.order {
-            if !seen.insert(kind) {
-                p.push(Problem::new(
-                    "authn.order",
-                    format!("{} is listed twice", kind.as_str()),
-                ));
-            }
-        }
-        if let Some(st) = &a.r#static {
-            for (name, user) in &st.users {
-                let path = format!("authn.static.users.{name}");
-                if name.is_empty() || name.contains(':') {
-                    p.push(Problem::new(
-                        path.clone(),
-                        "a user name must be non-empty and hold no ':'",
-                    ));
-                }
-                let from_file = user
-                    .password_hash_file
-                    .as_ref()
-                    .is_some_and(|f| !f.as_os_str().is_empty());
-                if user.password_hash.is_empty() && !from_file {
-                    p.push(Problem::new(
-                        format!("{path}.password_hash"),
-                        "must be set (or password_hash_file); make one with `purser hash-password`",
-                    ));
-                } else if !user.password_hash.is_empty() && !is_bcrypt(&user.password_hash) {
-                    // Never echo the value: it is a secret even when malformed.
-                    p.push(Problem::new(
-                        format!("{path}.password_hash"),
-                        "is not a bcrypt hash ($2a$, $2b$ or $2y$); make one with `purser hash-password`",
-                    ));
-                }
-            }
-        }
-        if let Some(h) = &a.htpasswd {
-            if h.file.as_os_str().is_empty() {
-                p.push(Problem::new(
-                    "authn.htpasswd.file",
-                    "must name the htpasswd file",
-                ));
-            }
-        }
-        if let Some(l) = &a.ldap {
-            check_ldap(l, p);
-        }
-    }
-}
-
-fn is_bcrypt(hash: &str) -> bool {
-    ["$2a$", "$2b$", "$2y$", "$2x$"]
-        .iter()
-        .any(|p| hash.starts_with(p))
-}
-
-fn check_ldap(l: &LdapConfig, p: &mut Vec<Problem>) {
-    const AT: &str = "authn.ldap";
-    if l.urls.is_empty() {
-        p.push(Problem::new(
-            format!("{AT}.urls"),
-            "list at least one ldap:// or ldaps:// URL",
-        ));
-    }
-    let mut any_ldaps = false;
-    for url in &l.urls {
-        let rest = if let Some(r) = url.strip_prefix("ldaps://") {
-            any_ldaps = true;
-            r
-        } else if let Some(r) = url.strip_prefix("ldap://") {
-            r
-        } else {
-            p.push(Problem::new(
-                format!("{AT}.urls"),
-                format!("{url:?} must start with ldap:// or ldaps://"),
-            ));
-            continue;
-        };
-        if rest.trim_end_matches('/').is_empty() || rest.contains(char::is_whitespace) {
-            p.push(Problem::new(
-                format!("{AT}.urls"),
-                format!("{url:?} must name a host, e.g. ldap://ldap.example.org:389"),
-            ));
-        }
-    }
-    if l.start_tls && any_ldaps {
-        p.push(Problem::new(
-            format!("{AT}.start_tls"),
-            "StartTLS cannot be used with ldaps:// (already TLS); use ldap:// URLs or turn start_tls off",
-        ));
-    }
-    let direct = !l.user_dn.is_empty();
-    if direct {
-        if !l.user_dn.contains("{username}") {
-            p.push(Problem::new(
-                format!("{AT}.user_dn"),
-                "must contain {username}, e.g. uid={username},ou=people,dc=example,dc=org",
-            ));
-        }
-    } else if l.bind_dn.is_empty() || l.user_base.is_empty() {
-        p.push(Problem::new(
-            AT,
-            "set user_dn (direct bind) or both bind_dn and user_base (search, then bind)",
-        ));
-    }
-    if !direct && !l.user_filter.contains("{username}") {
-        p.push(Problem::new(
-            format!("{AT}.user_filter"),
-            "must contain {username}, e.g. (uid={username})",
-        ));
-    }
-    let has_password_file = l
-        .bind_password_file
-        .as_ref()
-        .is_some_and(|f| !f.as_os_str().is_empty());
-    if !l.bind_dn.is_empty() && l.bind_password.is_empty() && !has_password_file {
-        p.push(Problem::new(
-            format!("{AT}.bind_password"),
-            "must be set (or bind_password_file) when bind_dn is",
-        ));
-    }
-    if !l.group_base.is_empty()
-        && !l.group_filter.contains("{dn}")
-        && !l.group_filter.contains("{username}")
-    {
-        p.push(Problem::new(
-            format!("{AT}.group_filter"),
-            "must contain {dn} or {username}, e.g. (member={dn})",
-        ));
-    }
-    if l.group_name_attribute.is_empty() {
-        p.push(Problem::new(
-            format!("{AT}.group_name_attribute"),
-            "must name an attribute, e.g. cn",
-        ));
-    }
-    if !purser_authn::ldap::is_attribute_name(&l.account_attribute) {
-        p.push(Problem::new(
-            format!("{AT}.account_attribute"),
-            format!(
-                "{:?} is not an attribute name; use the attribute holding the login name, e.g. uid (sAMAccountName for Active Directory)",
-                l.account_attribute
-            ),
-        ));
-    }
-    if l.timeout.0.is_zero() {
-        p.push(Problem::new(
-            format!("{AT}.timeout"),
-            "must be more than 0s",
-        ));
-    }
-    if l.pool_size < 1 {
-        p.push(Problem::new(
-            format!("{AT}.pool_size"),
-            "must be at least 1",
-        ));
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendKind, HumanDuration, OneOrMany};
+    use crate::config::{BackendKind, HumanDuration, LdapConfig, OneOrMany};
 
     fn paths(c: &Config) -> Vec<String> {
         c.validate().into_iter().map(|p| p.path).collect()

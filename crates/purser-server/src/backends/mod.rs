@@ -1,0 +1,251 @@
+//! The authentication backends, server side: the `authn` section of the configuration and one
+//! module per backend. A backend's module owns everything the server knows about it: its config
+//! block (`authn.<name>`), the validation of that block, its paths and `*_file` secret twins, its
+//! redaction in printed configuration, and how it is built (the authenticator, the watched files
+//! it reloads, its metrics). This file is the one place that dispatches by backend name.
+//!
+//! ```
+//! use purser_server::backends::{AuthnConfig, BackendKind};
+//!
+//! let authn = AuthnConfig::default();
+//! assert_eq!(authn.order, BackendKind::ALL);
+//! assert!(authn.block(BackendKind::Ldap).is_none()); // not configured: skipped in the chain
+//! ```
+//!
+//! Adding a backend: a module here implementing [`Backend`], a variant of [`BackendKind`], a
+//! field of [`AuthnConfig`] and one line in `BackendKind::slot`, the exhaustive match that is the
+//! only dispatch by name; the compiler points at what is missing. The walk-through is in
+//! docs/architecture.md.
+
+pub mod htpasswd;
+pub mod ldap;
+pub mod static_users;
+
+pub use htpasswd::HtpasswdConfig;
+pub use ldap::LdapConfig;
+pub use static_users::{StaticConfig, StaticUser};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use purser_core::Authenticator;
+use serde::{Deserialize, Serialize};
+
+use crate::build::{BuildError, Ctx};
+use crate::config::{HumanDuration, Problem};
+
+/// The backends the chain can hold: a closed set, so that every `match` on it names them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Static,
+    Htpasswd,
+    Ldap,
+}
+
+/// How the dispatch reaches a backend's block without naming it anywhere else.
+struct Slot {
+    name: &'static str,
+    get: fn(&AuthnConfig) -> Option<&dyn Backend>,
+    get_mut: fn(&mut AuthnConfig) -> Option<&mut dyn Backend>,
+    secret_keys: &'static [&'static str],
+}
+
+/// `slot!("ldap", ldap, ldap)`: the name, the field of [`AuthnConfig`], the module (which
+/// defines `SECRET_KEYS`).
+macro_rules! slot {
+    ($name:literal, $field:ident, $module:ident) => {
+        Slot {
+            name: $name,
+            get: |a| a.$field.as_ref().map(|b| b as &dyn Backend),
+            get_mut: |a| a.$field.as_mut().map(|b| b as &mut dyn Backend),
+            secret_keys: $module::SECRET_KEYS,
+        }
+    };
+}
+
+impl BackendKind {
+    /// Every backend, in the default chain order.
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Static,
+        BackendKind::Htpasswd,
+        BackendKind::Ldap,
+    ];
+
+    /// The one place a backend's name meets its module: its name in `authn.order` and under
+    /// `authn`, its field of [`AuthnConfig`], and its module.
+    fn slot(self) -> Slot {
+        match self {
+            BackendKind::Static => slot!("static", r#static, static_users),
+            BackendKind::Htpasswd => slot!("htpasswd", htpasswd, htpasswd),
+            BackendKind::Ldap => slot!("ldap", ldap, ldap),
+        }
+    }
+
+    /// The name in `authn.order` and the key of the backend's block under `authn`.
+    pub fn as_str(&self) -> &'static str {
+        self.slot().name
+    }
+
+    /// The key path of the backend's block: `authn.ldap`.
+    pub fn key(&self) -> String {
+        format!("authn.{}", self.as_str())
+    }
+
+    /// The keys of the backend's block that hold secrets: their values are never echoed, even
+    /// in a type error.
+    pub fn secret_keys(&self) -> &'static [&'static str] {
+        self.slot().secret_keys
+    }
+}
+
+/// What every backend's config block provides. The server calls these through
+/// [`AuthnConfig::block`] and [`AuthnConfig::block_mut`], never by the backend's name.
+pub trait Backend: Send + Sync {
+    /// Pushes every problem of the block, each with its key path under `at` (`authn.ldap`).
+    /// Needs no file and no network; `*_file` twins are read by [`Backend::read_secrets`].
+    fn validate(&self, at: &str, problems: &mut Vec<Problem>);
+
+    /// Makes every relative path of the block a path under `base` (the config file's folder).
+    fn resolve_paths(&mut self, base: &Path);
+
+    /// Reads the `*_file` secret twins into their plain fields, pushing a problem for each that
+    /// cannot be read.
+    fn read_secrets(&mut self, at: &str, problems: &mut Vec<Problem>);
+
+    /// Replaces every secret by [`crate::config::REDACTED`] (or `""` when unset), for printing.
+    fn redact(&mut self);
+
+    /// Builds the authenticator, registering its watched files, readiness flags and metrics on
+    /// `ctx`. `Ok(None)`: a dry run found problems (already noted on `ctx`); serve never sees it.
+    fn build(
+        &self,
+        at: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Option<Arc<dyn Authenticator>>, BuildError>;
+}
+
+/// The `authn` section: the chain's order, anonymous access, the credential cache, and one block
+/// per backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthnConfig {
+    /// The chain, of the backends configured below; unconfigured ones are skipped.
+    /// Default `[static, htpasswd, ldap]`.
+    pub order: Vec<BackendKind>,
+    /// A request without credentials gets account `""` (the policy decides). Default `false`.
+    pub anonymous: bool,
+    /// Remember a verified password this long; `0s` never. Default `60s`.
+    pub cache_ttl: HumanDuration,
+    /// Users written in the config. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#static: Option<StaticConfig>,
+    /// An Apache htpasswd file. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<HtpasswdConfig>,
+    /// A directory. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConfig>,
+}
+
+impl Default for AuthnConfig {
+    fn default() -> Self {
+        AuthnConfig {
+            order: BackendKind::ALL.to_vec(),
+            anonymous: false,
+            cache_ttl: HumanDuration::secs(60),
+            r#static: None,
+            htpasswd: None,
+            ldap: None,
+        }
+    }
+}
+
+impl AuthnConfig {
+    /// The block of backend `kind`, when configured.
+    pub fn block(&self, kind: BackendKind) -> Option<&dyn Backend> {
+        (kind.slot().get)(self)
+    }
+
+    /// [`AuthnConfig::block`], to change.
+    pub fn block_mut(&mut self, kind: BackendKind) -> Option<&mut dyn Backend> {
+        (kind.slot().get_mut)(self)
+    }
+
+    /// The configured blocks with their kinds, in [`BackendKind::ALL`] order.
+    pub fn blocks(&self) -> impl Iterator<Item = (BackendKind, &dyn Backend)> {
+        BackendKind::ALL
+            .into_iter()
+            .filter_map(|k| self.block(k).map(|b| (k, b)))
+    }
+
+    /// Every problem of the section: the order, then each configured block.
+    pub(crate) fn validate(&self, p: &mut Vec<Problem>) {
+        if self.order.is_empty() {
+            let names: Vec<&str> = BackendKind::ALL.iter().map(BackendKind::as_str).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            p.push(Problem::new(
+                "authn.order",
+                format!("list at least one backend: {} or {last}", rest.join(", ")),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in &self.order {
+            if !seen.insert(kind) {
+                p.push(Problem::new(
+                    "authn.order",
+                    format!("{} is listed twice", kind.as_str()),
+                ));
+            }
+        }
+        for (kind, block) in self.blocks() {
+            block.validate(&kind.key(), p);
+        }
+    }
+
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        for kind in BackendKind::ALL {
+            if let Some(block) = self.block_mut(kind) {
+                block.resolve_paths(base);
+            }
+        }
+    }
+
+    pub(crate) fn read_secrets(&mut self, problems: &mut Vec<Problem>) {
+        for kind in BackendKind::ALL {
+            if let Some(block) = self.block_mut(kind) {
+                block.read_secrets(&kind.key(), problems);
+            }
+        }
+    }
+
+    pub(crate) fn redact(&mut self) {
+        for kind in BackendKind::ALL {
+            if let Some(block) = self.block_mut(kind) {
+                block.redact();
+            }
+        }
+    }
+}
+
+/// Whether the leaf of a key path is a secret of any backend (`bind_password`).
+pub(crate) fn is_secret_key(leaf: &str) -> bool {
+    BackendKind::ALL
+        .iter()
+        .any(|k| k.secret_keys().contains(&leaf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_agree_with_serde() {
+        for kind in BackendKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        assert!(is_secret_key("bind_password") && is_secret_key("password_hash"));
+        assert!(!is_secret_key("bind_dn"));
+    }
+}
