@@ -109,8 +109,33 @@ pub fn jwks(config: &Config, signer: &dyn Signer) -> Result<Vec<u8>, BuildError>
                 .map_err(|e| BuildError::Key(format!("token.publish_keys: {e}")))?,
         );
     }
-    let doc = purser_token::jwks_document(signer, &extra);
+    let mut doc = purser_token::jwks_document(signer, &extra);
+    if config.token.generate_key && config.token.certificate_file.as_os_str().is_empty() {
+        add_generated_x5c(&mut doc, &generated_cert_path(config), mode);
+    }
     Ok(serde_json::to_vec_pretty(&doc).unwrap_or_default())
+}
+
+/// Lists the certificate written beside a generated key as the active key's `x5c`, so the
+/// JWKS says what the registry's `rootcertbundle` holds. Tokens still carry no `x5c` unless
+/// `token.certificate_file` is set. A certificate that is missing, unreadable or of another
+/// key is left out.
+fn add_generated_x5c(doc: &mut serde_json::Value, cert: &Path, mode: purser_token::KeyIdMode) {
+    let Some(active) = doc["keys"].get_mut(0) else {
+        return;
+    };
+    if active.get("x5c").is_some() {
+        return;
+    }
+    let Ok(mut of_cert) = purser_token::public_jwk_from_file(cert, mode) else {
+        return;
+    };
+    let Some(x5c) = of_cert.as_object_mut().and_then(|o| o.remove("x5c")) else {
+        return;
+    };
+    if of_cert == *active {
+        active["x5c"] = x5c;
+    }
 }
 
 /// A source that must be loaded for `/readyz`.
