@@ -381,10 +381,37 @@ fn published_keys(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Vec<Value
 }
 
 /// The JWKS document: the active key first, then `publish_keys`.
-fn jwks(signer: &dyn Signer, extra: &[Value]) -> Vec<u8> {
-    let doc = purser_token::jwks_document(signer, extra);
+fn jwks(config: &Config, signer: &dyn Signer, extra: &[Value]) -> Vec<u8> {
+    let mut doc = purser_token::jwks_document(signer, extra);
+    if config.token.generate_key && config.token.certificate_file.as_os_str().is_empty() {
+        let mode = key_id_mode(config.token.key_id);
+        add_generated_x5c(&mut doc, &generated_cert_path(config), mode);
+    }
     serde_json::to_vec_pretty(&doc).unwrap_or_default()
 }
+
+/// Lists the certificate written beside a generated key as the active key's `x5c`, so the
+/// JWKS says what the registry's `rootcertbundle` holds. Tokens still carry no `x5c` unless
+/// `token.certificate_file` is set. A certificate that is missing, unreadable or of another
+/// key is left out.
+fn add_generated_x5c(doc: &mut serde_json::Value, cert: &Path, mode: purser_token::KeyIdMode) {
+    let Some(active) = doc["keys"].get_mut(0) else {
+        return;
+    };
+    if active.get("x5c").is_some() {
+        return;
+    }
+    let Ok(mut of_cert) = purser_token::public_jwk_from_file(cert, mode) else {
+        return;
+    };
+    let Some(x5c) = of_cert.as_object_mut().and_then(|o| o.remove("x5c")) else {
+        return;
+    };
+    if of_cert == *active {
+        active["x5c"] = x5c;
+    }
+}
+
 
 /// The certificate store of `server.tls`, when both files are set (validation refuses one
 /// without the other); its first load is recorded like any reload source's, and its files are
@@ -512,7 +539,7 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     else {
         return Ok(None);
     };
-    let jwks = jwks(signer.as_ref(), &extra);
+    let jwks = jwks(config, signer.as_ref(), &extra);
     let authorizer = Arc::new(PolicyAuthorizer::new(policy.clone()));
     let limiter = crate::limiter::build(config, Arc::new(purser_core::SystemClock));
     let readiness = Arc::new(ServerReadiness {

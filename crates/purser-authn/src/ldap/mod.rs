@@ -323,11 +323,19 @@ pub struct PoolStats {
     pub opened: u64,
 }
 
+/// How long a readiness answer is reused before the directory is asked again: `/readyz` turns
+/// 503 within this (plus the probe's `timeout`) of the directory going down, and back to 200 as
+/// soon after its return, without waiting for a login, while a balancer polling `/readyz` many
+/// times a second costs the directory one round trip per interval.
+pub const READY_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 enum Health {
     Unknown,
-    Up,
-    Down,
+    /// The directory answered (a probe, or a login that reached it) at this time.
+    Up(Instant),
+    /// The directory could not be reached at this time, for this reason.
+    Down(Instant, String),
 }
 
 /// What the user search found.
@@ -361,6 +369,8 @@ pub struct LdapAuthenticator {
     timeout: Duration,
     user_binds: Semaphore,
     health: Mutex<Health>,
+    /// Held while a readiness probe runs, so that concurrent `/readyz` calls share one probe.
+    probing: tokio::sync::Mutex<()>,
     /// Smoothed duration of answers that needed the directory, in nanoseconds: refusals made
     /// without it wait as long, so they cannot be told apart by timing.
     typical_nanos: AtomicU64,
@@ -411,6 +421,7 @@ impl LdapAuthenticator {
             timeout: settings.timeout,
             user_binds: Semaphore::new(settings.pool_size),
             health: Mutex::new(Health::Unknown),
+            probing: tokio::sync::Mutex::new(()),
             typical_nanos: AtomicU64::new(0),
         })
     }
@@ -424,9 +435,26 @@ impl LdapAuthenticator {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = health;
     }
 
+    fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// An answer readiness may reuse: the directory was up within [`READY_PROBE_INTERVAL`], or
+    /// it was checked (up or down) at or after `asked`, by a probe this caller waited for.
+    fn reusable(&self, asked: Instant) -> Option<Result<(), String>> {
+        match self.health() {
+            Health::Up(at) if at.elapsed() < READY_PROBE_INTERVAL || at >= asked => Some(Ok(())),
+            Health::Down(at, reason) if at >= asked => Some(Err(reason)),
+            _ => None,
+        }
+    }
+
     fn unavailable(&self, reason: String) -> BackendError {
         tracing::warn!(backend = BACKEND, %reason, "directory unavailable");
-        self.set_health(Health::Down);
+        self.set_health(Health::Down(Instant::now(), reason.clone()));
         BackendError::Unavailable {
             backend: BACKEND,
             reason,
@@ -779,10 +807,23 @@ impl LdapAuthenticator {
         Ok(Some(Identity::new(name, groups)))
     }
 
-    /// Contacts the directory once (a pooled connection's round trip, or a plain connect
-    /// without a service account) and records the result.
+    /// Contacts the directory once (a pooled connection's round trip, which binds as the service
+    /// account when it opens a connection, or a plain connect without a service account),
+    /// bounded by `timeout`, and records the result.
     async fn probe(&self) -> Result<(), String> {
-        let result = if self.pool.is_some() {
+        let result = match timeout(self.timeout, self.probe_once()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        match &result {
+            Ok(()) => self.set_health(Health::Up(Instant::now())),
+            Err(e) => self.set_health(Health::Down(Instant::now(), e.clone())),
+        }
+        result
+    }
+
+    async fn probe_once(&self) -> Result<(), String> {
+        if self.pool.is_some() {
             self.with_pool(|mut ldap| async move { ldap.extended(ldap3::exop::WhoAmI).await })
                 .await
                 .map(|_| ())
@@ -794,12 +835,7 @@ impl LdapAuthenticator {
                 }
                 Err(e) => Err(e),
             }
-        };
-        match &result {
-            Ok(()) => self.set_health(Health::Up),
-            Err(_) => self.set_health(Health::Down),
         }
-        result
     }
 }
 
@@ -837,7 +873,7 @@ impl Authenticator for LdapAuthenticator {
         }
         match self.check(&creds.username, password.expose()).await {
             Ok(outcome) => {
-                self.set_health(Health::Up);
+                self.set_health(Health::Up(Instant::now()));
                 self.record_duration(started.elapsed());
                 Ok(outcome)
             }
@@ -857,27 +893,31 @@ impl Authenticator for LdapAuthenticator {
         }
         match self.find(account).await {
             Ok(found) => {
-                self.set_health(Health::Up);
+                self.set_health(Health::Up(Instant::now()));
                 Ok(found)
             }
             Err(reason) => Err(self.unavailable(reason)),
         }
     }
 
+    /// Whether the directory answers. An answer of the directory (a probe, or a login that
+    /// reached it) within [`READY_PROBE_INTERVAL`] says yes; otherwise the directory is probed,
+    /// one probe at a time, and callers that waited for a probe share its answer. So a directory
+    /// that goes down makes `/readyz` 503 within seconds even when no one logs in, one that
+    /// comes back makes it 200 at the next call, and a burst of calls costs one probe.
     async fn ready(&self) -> Result<(), String> {
-        let health = self
-            .health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match health {
-            Health::Up => Ok(()),
-            // Unknown or down: try now, so that readiness comes back without waiting for a login.
-            Health::Unknown | Health::Down => self
-                .probe()
-                .await
-                .map_err(|e| format!("ldap: directory unreachable: {e}")),
-        }
+        let asked = Instant::now();
+        let answer = match self.reusable(asked) {
+            Some(r) => r,
+            None => {
+                let _probing = self.probing.lock().await;
+                match self.reusable(asked) {
+                    Some(r) => r,
+                    None => self.probe().await,
+                }
+            }
+        };
+        answer.map_err(|e| format!("ldap: directory unreachable: {e}"))
     }
 }
 

@@ -421,9 +421,10 @@ pub(crate) fn read_twin(
     let file_key = format!("{key}_file");
     let leaf = key.rsplit('.').next().unwrap_or(key);
     if !value.is_empty() {
+        let env = format!("PURSER_{}", file_key.replace('.', "__").to_uppercase());
         problems.push(Problem::new(
             file_key,
-            format!("set either {leaf} or {leaf}_file, not both"),
+            format!("set either {leaf} or {leaf}_file, not both (an empty {leaf}_file unsets it, e.g. {env}=\"\")"),
         ));
         return;
     }
