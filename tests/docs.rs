@@ -397,15 +397,21 @@ fn every_fenced_block_is_tested_or_marked_with_a_reason() {
     );
 }
 
-/// configuration.md: "Every key has one, so an empty file (or no file) is a valid start."
+/// configuration.md: an empty file means every default, and the defaults need only the policy
+/// file beside the config: `check-config` names it while it is missing, and passes once it is
+/// there (an empty policy is a valid one: no rules, nothing granted).
 #[test]
-fn an_empty_config_file_is_a_valid_start_as_configuration_md_says() {
+fn an_empty_config_file_is_every_default_as_configuration_md_says() {
     let doc = fs::read_to_string("docs/configuration.md").unwrap();
-    assert!(doc.contains("an empty file (or no file) is a valid start"));
+    assert!(doc.contains("means every default"));
     let s = Scratch::new();
     fs::write(s.path().join("empty.yaml"), "").unwrap();
     let (ok, out) = s.sh("purser check-config --config empty.yaml");
-    assert!(ok, "check-config on an empty file:\n{out}");
+    assert!(!ok, "check-config passed without the policy file:\n{out}");
+    assert!(out.contains("authz.policy_file"), "{out}");
+    fs::write(s.path().join("policy.yaml"), "").unwrap();
+    let (ok, out) = s.sh("purser check-config --config empty.yaml");
+    assert!(ok, "check-config on an empty file beside a policy:\n{out}");
 }
 
 /// The quickstart's starter policy lets anonymous callers read `public/**`: its config must turn
