@@ -285,7 +285,10 @@ pub async fn components(config: &Config, metrics: &Metrics) -> Result<Built, Bui
                         &h.groups_file,
                         HtgroupDb::empty(),
                         |p: &Path| {
-                            let db = HtgroupDb::load(p).map_err(|e| e.to_string())?;
+                            let (db, issues) = HtgroupDb::load(p).map_err(|e| e.to_string())?;
+                            for issue in &issues {
+                                tracing::warn!(%issue, "htgroup");
+                            }
                             let n = db.user_count();
                             Ok((db, format!("{n} users in groups")))
                         },
