@@ -191,6 +191,50 @@ fn htgroup_members_push_to_their_groups_repositories_and_others_cannot() {
     s.push_ok(&image, "builders/app:2", Creds::User("dave", "dave-pw"));
 }
 
+/// An htgroup file has no comments after the members (as in Apache): the line
+/// `builders: carol   # several lines`, as an old example of ours had it, makes `#`, `several`
+/// and `lines` builders. purser reads it as Apache does, and says so in the log, naming the file
+/// and the line, so that the operator sees the user named `several` who may push.
+#[test]
+fn a_comment_after_htgroup_members_makes_members_and_a_logged_warning() {
+    let users = bcrypt_line("carol", "carol-pw", 4) + &bcrypt_line("several", "several-pw", 4);
+    let groups = "# who builds\nbuilders: carol   # several lines\n";
+    let policy = format!(
+        "{POLICY}  - name: builders\n    match: {{ groups: [builders], type: repository, name: \"builders/**\" }}\n    actions: [pull, push]\n"
+    );
+    let p = Purser::start(
+        htpasswd_config(true),
+        &[
+            ("users.htpasswd", &users),
+            ("users.htgroup", groups),
+            ("policy.yaml", &policy),
+        ],
+    );
+    let t = p.token_for(
+        ("several", "several-pw"),
+        &["repository:builders/app:pull,push"],
+    );
+    assert_eq!(
+        Jwt::decode(&t).claims["access"][0]["actions"],
+        json!(["pull", "push"]),
+        "Apache's reading of the line: `several` is a builder"
+    );
+    wait_until(
+        SETTLE,
+        "the htgroup warning naming the file, the line and the members",
+        || {
+            let log = p.log_text();
+            log.lines().any(|l| {
+                l.contains("users.htgroup:2: users")
+                    && l.contains("several")
+                    && l.contains("no comments after members")
+            })
+        },
+        || p.log_tail(),
+    );
+    assert_no_panic(&p);
+}
+
 #[test]
 fn credential_cache_spares_the_second_cost_12_bcrypt_and_forgets_a_changed_password() {
     let users = bcrypt_line("grace", "grace-pw-1", 12);

@@ -6,7 +6,7 @@ use purser_authn::HtgroupDb;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(db) = HtgroupDb::parse(text, "fuzz.htgroup") {
+        if let Ok((db, _issues)) = HtgroupDb::parse(text, "fuzz.htgroup") {
             let _ = db.groups_of("alice");
             let _ = db.user_count();
         }

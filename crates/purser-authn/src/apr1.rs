@@ -2,7 +2,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::hash::to64;
+use crate::crypt64::to64;
 
 const MAGIC: &[u8] = b"$apr1$";
 

@@ -90,7 +90,7 @@ pub async fn unavailable_is_an_error(auth: &dyn Authenticator, creds: &Credentia
 /// run the same number of bcrypt checks with the same total rounds.
 pub async fn unknown_user_costs_like_a_wrong_password(
     auth: &dyn Authenticator,
-    work: impl Fn() -> crate::HashWorkSnapshot,
+    work: impl Fn() -> crate::hash_work::HashWorkSnapshot,
     wrong_password: &Credentials,
     unknown_user: &Credentials,
 ) {
@@ -109,10 +109,10 @@ pub async fn unknown_user_costs_like_a_wrong_password(
 
 async fn work_of(
     auth: &dyn Authenticator,
-    work: &impl Fn() -> crate::HashWorkSnapshot,
+    work: &impl Fn() -> crate::hash_work::HashWorkSnapshot,
     creds: &Credentials,
     want: AuthnOutcome,
-) -> crate::HashWorkSnapshot {
+) -> crate::hash_work::HashWorkSnapshot {
     const RUNS: u64 = 20;
     let before = work();
     for _ in 0..RUNS {
@@ -125,7 +125,7 @@ async fn work_of(
         );
     }
     let after = work();
-    crate::HashWorkSnapshot {
+    crate::hash_work::HashWorkSnapshot {
         bcrypt_checks: after.bcrypt_checks - before.bcrypt_checks,
         bcrypt_rounds: after.bcrypt_rounds - before.bcrypt_rounds,
         other_checks: after.other_checks - before.other_checks,

@@ -3,7 +3,7 @@
 //! for clarity: it runs once per login, so speed does not matter, and the format is only
 //! accepted so that old htpasswd files keep working (it is reported as weak at load).
 
-use crate::hash::{crypt_char_value, to64_msb_first};
+use crate::crypt64::{crypt_char_value, to64_msb_first};
 
 /// Initial permutation (FIPS 46-3), 1-based bit numbers.
 const IP: [u8; 64] = [

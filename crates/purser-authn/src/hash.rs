@@ -1,16 +1,14 @@
-//! Stored password hashes: recognising the formats Apache's `htpasswd` writes and checking a
-//! password against them. Everything here is CPU work: callers run it through [`run_limited`],
-//! on `spawn_blocking` and under the shared [`hash_limiter`].
+//! Stored password hashes: recognising the formats Apache's `htpasswd` writes, checking a
+//! password against them, and writing bcrypt hashes. Everything here is blocking CPU work:
+//! callers run it through [`crate::hash_work::run_limited`].
 
 use std::fmt;
-use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
+use crate::crypt64::is_crypt_char;
+use crate::hash_work::HashWork;
 use crate::{apr1, des_crypt};
 
 /// The salt and digest of a real cost-4 bcrypt hash of a random password: the dummy hash used
@@ -20,6 +18,10 @@ const DUMMY_BCRYPT_TAIL: &str = "dqrJtmnYXMWkl3O9s.GphOIa0qHqzZE8RXaQ7JSgA6CVZ0h
 /// The bcrypt costs the `bcrypt` crate accepts.
 pub const BCRYPT_MIN_COST: u32 = 4;
 pub const BCRYPT_MAX_COST: u32 = 31;
+/// bcrypt cost of the dummy check for unknown users when a backend has no bcrypt hash.
+pub const DEFAULT_DUMMY_COST: u32 = 10;
+/// The longest password bcrypt uses; longer ones would be cut silently.
+const BCRYPT_MAX_PASSWORD_BYTES: usize = 72;
 
 /// A bcrypt hash of the given cost that no password matches in practice. Verifying against it
 /// costs exactly what verifying a real user's hash of that cost costs.
@@ -28,10 +30,17 @@ pub(crate) fn dummy_bcrypt(cost: u32) -> String {
     format!("$2b${cost:02}${DUMMY_BCRYPT_TAIL}")
 }
 
-const CRYPT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-fn is_crypt_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'.' || b == b'/'
+/// The cost unknown users are checked at: the most common of `costs` (the highest on a tie),
+/// so that unknown users are as slow as most users; [`DEFAULT_DUMMY_COST`] when there is none.
+pub(crate) fn dummy_cost(costs: impl IntoIterator<Item = u32>) -> u32 {
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for cost in costs {
+        *counts.entry(cost).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(cost, count)| (count, cost))
+        .map_or(DEFAULT_DUMMY_COST, |(cost, _)| cost)
 }
 
 /// The cost of a well-formed bcrypt hash (`$2y$`, `$2a$`, `$2b$`), `None` for anything else.
@@ -86,8 +95,23 @@ pub fn credential_stamp(stored: &[u8]) -> String {
 }
 
 /// Why a stored hash was not understood. The message never repeats the hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct UnknownHash(pub &'static str);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UnknownHash {
+    #[error("malformed bcrypt hash (expected $2y$, $2a$ or $2b$, a cost of 04 to 31 and 60 characters); rehash with `htpasswd -B`")]
+    MalformedBcrypt,
+    #[error(
+        "malformed $apr1$ hash (expected $apr1$SALT$ and 22 characters); rehash with `htpasswd -B`"
+    )]
+    MalformedApr1,
+    #[error("malformed {{SHA}} hash (expected base64 of 20 bytes)")]
+    MalformedSha1,
+    #[error("SHA-256/SHA-512 crypt ($5$/$6$) is not supported; rehash with `htpasswd -B`")]
+    ShaCrypt,
+    #[error("unknown hash format; rehash with `htpasswd -B`")]
+    UnknownScheme,
+    #[error("plaintext password or unknown hash format; plaintext is refused, rehash with `htpasswd -B`")]
+    Plaintext,
+}
 
 impl StoredHash {
     /// See [`credential_stamp`].
@@ -109,23 +133,18 @@ impl StoredHash {
                     hash: s.to_owned(),
                     cost,
                 }),
-                None => Err(UnknownHash(
-                    "malformed bcrypt hash (expected $2y$, $2a$ or $2b$, a cost of 04 to 31 and 60 characters); rehash with `htpasswd -B`",
-                )),
+                None => Err(UnknownHash::MalformedBcrypt),
             };
         }
         if let Some(rest) = s.strip_prefix("$apr1$") {
-            let malformed = UnknownHash(
-                "malformed $apr1$ hash (expected $apr1$SALT$ and 22 characters); rehash with `htpasswd -B`",
-            );
             let Some((salt, digest)) = rest.split_once('$') else {
-                return Err(malformed);
+                return Err(UnknownHash::MalformedApr1);
             };
             if salt.is_empty() || salt.len() > 8 || digest.len() != 22 {
-                return Err(malformed);
+                return Err(UnknownHash::MalformedApr1);
             }
             if !digest.bytes().all(is_crypt_char) {
-                return Err(malformed);
+                return Err(UnknownHash::MalformedApr1);
             }
             let mut encoded = [0u8; 22];
             encoded.copy_from_slice(digest.as_bytes());
@@ -137,30 +156,22 @@ impl StoredHash {
         if let Some(b64) = s.strip_prefix("{SHA}") {
             let bytes = data_encoding::BASE64
                 .decode(b64.as_bytes())
-                .map_err(|_| UnknownHash("malformed {SHA} hash (expected base64 of 20 bytes)"))?;
-            let digest: [u8; 20] = bytes
-                .try_into()
-                .map_err(|_| UnknownHash("malformed {SHA} hash (expected base64 of 20 bytes)"))?;
+                .map_err(|_| UnknownHash::MalformedSha1)?;
+            let digest: [u8; 20] = bytes.try_into().map_err(|_| UnknownHash::MalformedSha1)?;
             return Ok(StoredHash::Sha1(digest));
         }
         if s.starts_with("$5$") || s.starts_with("$6$") {
-            return Err(UnknownHash(
-                "SHA-256/SHA-512 crypt ($5$/$6$) is not supported; rehash with `htpasswd -B`",
-            ));
+            return Err(UnknownHash::ShaCrypt);
         }
         if s.starts_with('$') {
-            return Err(UnknownHash(
-                "unknown hash format; rehash with `htpasswd -B`",
-            ));
+            return Err(UnknownHash::UnknownScheme);
         }
         if s.len() == 13 && s.bytes().all(is_crypt_char) {
             let mut full = [0u8; 13];
             full.copy_from_slice(s.as_bytes());
             return Ok(StoredHash::DesCrypt { full });
         }
-        Err(UnknownHash(
-            "plaintext password or unknown hash format; plaintext is refused, rehash with `htpasswd -B`",
-        ))
+        Err(UnknownHash::Plaintext)
     }
 
     pub(crate) fn format_name(&self) -> &'static str {
@@ -217,127 +228,38 @@ pub(crate) fn verify_bcrypt(password: &[u8], hash: &str, cost: u32, work: &HashW
     bcrypt::verify(password, hash).unwrap_or(false)
 }
 
-/// Counts the expensive hash checks a backend ran, so tests can show that unknown users and
-/// wrong passwords cost the same work (and operators can see the load).
-#[derive(Debug, Default)]
-pub struct HashWork {
-    bcrypt_checks: AtomicU64,
-    bcrypt_cost_total: AtomicU64,
-    other_checks: AtomicU64,
-    /// Checks running right now, and the most ever seen at once.
-    in_flight: AtomicUsize,
-    peak_in_flight: AtomicUsize,
+/// Why [`hash_password`] refused. Never holds the password.
+#[derive(Debug, thiserror::Error)]
+pub enum HashPasswordError {
+    #[error(
+        "cannot hash the password: cost {cost} is outside {BCRYPT_MIN_COST}-{BCRYPT_MAX_COST}"
+    )]
+    Cost { cost: u32 },
+    #[error("cannot hash the password: the password is empty")]
+    Empty,
+    #[error("cannot hash the password: the password is {len} bytes long; bcrypt uses at most {BCRYPT_MAX_PASSWORD_BYTES}")]
+    TooLong { len: usize },
+    #[error("cannot hash the password: {0}")]
+    Bcrypt(#[from] bcrypt::BcryptError),
 }
 
-/// Marks one check as running while it lives.
-struct InFlight<'a>(&'a HashWork);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+/// A bcrypt hash of `password` in the `$2y$` form Apache's `htpasswd -B` writes, for
+/// `purser hash-password`. Refuses costs outside 4-31 and passwords longer than bcrypt's
+/// 72-byte limit (which would otherwise be cut silently).
+pub fn hash_password(password: &str, cost: u32) -> Result<String, HashPasswordError> {
+    if !(BCRYPT_MIN_COST..=BCRYPT_MAX_COST).contains(&cost) {
+        return Err(HashPasswordError::Cost { cost });
     }
-}
-
-/// A snapshot of [`HashWork`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HashWorkSnapshot {
-    /// bcrypt verifications run.
-    pub bcrypt_checks: u64,
-    /// Sum of `2^cost` over those verifications: the number of key-expansion rounds.
-    pub bcrypt_rounds: u64,
-    /// Verifications of other formats (apr1, SHA-1, crypt).
-    pub other_checks: u64,
-}
-
-impl HashWork {
-    fn count_bcrypt(&self, cost: u32) {
-        self.bcrypt_checks.fetch_add(1, Ordering::Relaxed);
-        self.bcrypt_cost_total
-            .fetch_add(1u64 << cost.min(63), Ordering::Relaxed);
+    if password.is_empty() {
+        return Err(HashPasswordError::Empty);
     }
-    fn count_other(&self) {
-        self.other_checks.fetch_add(1, Ordering::Relaxed);
+    if password.len() > BCRYPT_MAX_PASSWORD_BYTES {
+        return Err(HashPasswordError::TooLong {
+            len: password.len(),
+        });
     }
-    fn enter(&self) -> InFlight<'_> {
-        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        self.peak_in_flight.fetch_max(now, Ordering::AcqRel);
-        InFlight(self)
-    }
-    /// The most checks that ever ran at the same time.
-    #[cfg(test)]
-    pub(crate) fn peak_in_flight(&self) -> usize {
-        self.peak_in_flight.load(Ordering::Acquire)
-    }
-    pub fn snapshot(&self) -> HashWorkSnapshot {
-        HashWorkSnapshot {
-            bcrypt_checks: self.bcrypt_checks.load(Ordering::Relaxed),
-            bcrypt_rounds: self.bcrypt_cost_total.load(Ordering::Relaxed),
-            other_checks: self.other_checks.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A limiter for password checks: one permit per CPU this process may use
-/// (`available_parallelism`, which follows CPU affinity and cgroup quotas), at least one.
-///
-/// Give the same limiter to every hashing backend
-/// ([`crate::StaticAuthenticator::with_hash_limiter`],
-/// [`crate::HtpasswdAuthenticator::with_hash_limiter`]): logins beyond the number of cores
-/// then wait their turn in the semaphore (first come, first served) instead of as runnable
-/// threads competing with the async workers, so the server keeps answering (`/healthz`, cache
-/// hits) while bcrypt saturates the cores, at the same login throughput.
-pub fn hash_limiter() -> Arc<Semaphore> {
-    let permits = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    Arc::new(Semaphore::new(permits.max(1)))
-}
-
-/// Runs one password check on the blocking pool, after taking a permit of `limiter` (held
-/// until the check ends). `None` if the check could not run (the limiter was closed or the
-/// check panicked).
-pub(crate) async fn run_limited<T, F>(
-    limiter: &Arc<Semaphore>,
-    work: &Arc<HashWork>,
-    check: F,
-) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&HashWork) -> T + Send + 'static,
-{
-    let permit = Arc::clone(limiter).acquire_owned().await.ok()?;
-    let work = Arc::clone(work);
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let _running = work.enter();
-        check(&work)
-    })
-    .await
-    .ok()
-}
-
-/// Encodes `n` 6-bit groups of `v`, lowest first, in the crypt alphabet.
-pub(crate) fn to64(out: &mut Vec<u8>, mut v: u32, n: usize) {
-    for _ in 0..n {
-        out.push(CRYPT_ALPHABET[(v & 0x3f) as usize]);
-        v >>= 6;
-    }
-}
-
-/// Encodes 64 bits (one per byte), 6 at a time from the first, in the crypt alphabet: 11
-/// characters, the last padded with two zero bits.
-pub(crate) fn to64_msb_first(out: &mut Vec<u8>, bits: &[u8; 64]) {
-    for chunk in 0..11 {
-        let mut v = 0usize;
-        for j in 0..6 {
-            let i = chunk * 6 + j;
-            v = (v << 1) | usize::from(if i < 64 { bits[i] } else { 0 });
-        }
-        out.push(CRYPT_ALPHABET[v]);
-    }
-}
-
-/// The value of a crypt-alphabet character.
-pub(crate) fn crypt_char_value(c: u8) -> Option<u8> {
-    CRYPT_ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+    Ok(bcrypt::non_truncating_hash_with_result(password, cost)?
+        .format_for_version(bcrypt::Version::TwoY))
 }
 
 #[cfg(test)]
@@ -410,6 +332,46 @@ mod tests {
         assert!(!verify_bcrypt(b"purser", &dummy_bcrypt(4), 4, &work));
         assert_eq!(work.snapshot().bcrypt_checks, 1);
         assert_eq!(work.snapshot().bcrypt_rounds, 16);
+    }
+
+    #[test]
+    fn the_dummy_cost_is_the_most_common_one() {
+        assert_eq!(dummy_cost([]), DEFAULT_DUMMY_COST);
+        assert_eq!(dummy_cost([5, 12, 12]), 12);
+        assert_eq!(dummy_cost([5, 12]), 12);
+        assert_eq!(dummy_cost([5, 5, 12]), 5);
+    }
+
+    #[test]
+    fn unknown_hashes_say_what_to_do_without_the_hash() {
+        let err = StoredHash::parse("$2y$04$short").unwrap_err();
+        assert_eq!(err, UnknownHash::MalformedBcrypt);
+        assert!(!err.to_string().contains("short"), "{err}");
+        assert_eq!(StoredHash::parse("secret"), Err(UnknownHash::Plaintext));
+        assert_eq!(
+            StoredHash::parse("{SHA}AAAA").unwrap_err().to_string(),
+            "malformed {SHA} hash (expected base64 of 20 bytes)"
+        );
+    }
+
+    #[test]
+    fn hash_password_refuses_what_bcrypt_cannot_do() {
+        assert!(matches!(
+            hash_password("x", 3),
+            Err(HashPasswordError::Cost { cost: 3 })
+        ));
+        assert!(matches!(
+            hash_password("", 4),
+            Err(HashPasswordError::Empty)
+        ));
+        let long = "x".repeat(73);
+        let err = hash_password(&long, 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot hash the password: the password is 73 bytes long; bcrypt uses at most 72"
+        );
+        let h = hash_password(&"x".repeat(71), 4).unwrap();
+        assert!(h.starts_with("$2y$04$"), "{h}");
     }
 
     #[test]

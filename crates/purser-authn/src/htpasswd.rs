@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,86 +16,34 @@ use purser_core::{
 };
 use tokio::sync::Semaphore;
 
-use crate::error::{HtpasswdError, LoadIssue, Severity};
-use crate::hash::{
-    dummy_bcrypt, hash_limiter, run_limited, verify_bcrypt, HashWork, HashWorkSnapshot, StoredHash,
-};
+use crate::apache_file::{self, content_lines, FileError};
+use crate::hash::{dummy_bcrypt, dummy_cost, verify_bcrypt, StoredHash, DEFAULT_DUMMY_COST};
+use crate::hash_work::{hash_limiter, run_limited, HashWork, HashWorkSnapshot};
 use crate::htgroup::HtgroupDb;
+use crate::issue::{LoadIssue, Severity};
 
-/// Largest htpasswd or htgroup file accepted.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-/// Most lines accepted in an htpasswd or htgroup file.
-pub const MAX_LINES: usize = 1_000_000;
 /// Longest password checked. `$apr1$` hashes the password about 2,000 times, so an
 /// unbounded one would let a client burn CPU; longer passwords are refused after the same
 /// dummy bcrypt work an unknown user costs.
 pub const MAX_PASSWORD_BYTES: usize = 4096;
-/// bcrypt cost of the dummy check for unknown users when the file has no bcrypt hash.
-pub const DEFAULT_DUMMY_COST: u32 = 10;
 
-/// Reads a file with the size bound and turns it into text, refusing binary content.
-pub(crate) fn read_bounded(path: &Path) -> Result<String, HtpasswdError> {
-    let source_name = path.display().to_string();
-    let io = |error| HtpasswdError::Io {
-        source_name: source_name.clone(),
-        error,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    check_size(bytes.len(), &source_name)?;
-    String::from_utf8(bytes).map_err(|e| HtpasswdError::NotUtf8 {
-        source_name: source_name.clone(),
-        offset: e.utf8_error().valid_up_to(),
-    })
-}
-
-fn check_size(len: usize, source: &str) -> Result<(), HtpasswdError> {
-    if len as u64 > MAX_FILE_BYTES {
-        return Err(HtpasswdError::TooLarge {
-            source_name: source.to_owned(),
-            limit: MAX_FILE_BYTES,
-        });
-    }
-    Ok(())
-}
-
-/// The meaningful lines of a file: `(1-based number, text)`, without comments, blank lines and
-/// line-end `\r`; fails on the bounds and on NUL bytes.
-pub(crate) fn content_lines<'a>(
-    text: &'a str,
-    source: &str,
-) -> Result<Vec<(usize, &'a str)>, HtpasswdError> {
-    check_size(text.len(), source)?;
-    if let Some(pos) = text.find('\0') {
-        return Err(HtpasswdError::NulByte {
-            source_name: source.to_owned(),
-            line: text[..pos].matches('\n').count() + 1,
-        });
-    }
-    let mut out = Vec::new();
-    for (i, raw) in text.split('\n').enumerate() {
-        let number = i + 1;
-        if number > MAX_LINES {
-            // A final empty piece after the last newline is not a line.
-            if raw.is_empty() && number == MAX_LINES + 1 && text.ends_with('\n') {
-                break;
-            }
-            return Err(HtpasswdError::TooManyLines {
-                source_name: source.to_owned(),
-                limit: MAX_LINES,
-            });
-        }
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        out.push((number, line));
-    }
-    Ok(out)
+/// An htpasswd file refused as a whole: the holder keeps the last good version.
+#[derive(Debug, thiserror::Error)]
+pub enum HtpasswdError {
+    /// Not read, or broken in a way every Apache file can be (see [`FileError`]).
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{source_name}:{line}: the line has no ':' (expected `user:hash`)")]
+    MissingColon { source_name: String, line: usize },
+    #[error("{source_name}:{line}: empty user name before ':'")]
+    EmptyName { source_name: String, line: usize },
+    #[error("{source_name}:{line}: user {user:?} is already defined on line {first_line}; remove one of the lines")]
+    DuplicateUser {
+        source_name: String,
+        line: usize,
+        user: String,
+        first_line: usize,
+    },
 }
 
 /// The users of one htpasswd file, by name.
@@ -131,7 +78,7 @@ impl HtpasswdDb {
     /// Reads and parses a file; see [`HtpasswdDb::parse`].
     pub fn load(path: impl AsRef<Path>) -> Result<(HtpasswdDb, Vec<LoadIssue>), HtpasswdError> {
         let path = path.as_ref();
-        let text = read_bounded(path)?;
+        let text = apache_file::read(path)?;
         HtpasswdDb::parse(&text, &path.display().to_string())
     }
 
@@ -143,21 +90,19 @@ impl HtpasswdDb {
         let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
         let mut issues = Vec::new();
         let mut weak: Vec<String> = Vec::new();
-        let mut cost_counts: HashMap<u32, usize> = HashMap::new();
+        let mut costs = Vec::new();
 
         for (number, line) in lines {
             let Some((user, hash)) = line.split_once(':') else {
                 return Err(HtpasswdError::MissingColon {
                     source_name: source.to_owned(),
                     line: number,
-                    expected: "user:hash",
                 });
             };
             if user.trim().is_empty() {
                 return Err(HtpasswdError::EmptyName {
                     source_name: source.to_owned(),
                     line: number,
-                    what: "user",
                 });
             }
             if let Some(&first_line) = first_seen.get(user) {
@@ -175,9 +120,7 @@ impl HtpasswdDb {
                     if stored.is_weak() {
                         weak.push(user.to_owned());
                     }
-                    if let Some(cost) = stored.bcrypt_cost() {
-                        *cost_counts.entry(cost).or_default() += 1;
-                    }
+                    costs.extend(stored.bcrypt_cost());
                     users.insert(user.to_owned(), stored);
                 }
                 Err(why) => issues.push(LoadIssue {
@@ -185,7 +128,7 @@ impl HtpasswdDb {
                     source_name: source.to_owned(),
                     line: Some(number),
                     users: vec![user.to_owned()],
-                    message: format!("line skipped: {}", why.0),
+                    message: format!("line skipped: {why}"),
                 }),
             }
         }
@@ -201,11 +144,7 @@ impl HtpasswdDb {
             });
         }
 
-        // The most common cost (the highest on a tie) makes unknown users as slow as most users.
-        let dummy_cost = cost_counts
-            .into_iter()
-            .max_by_key(|&(cost, count)| (count, cost))
-            .map_or(DEFAULT_DUMMY_COST, |(cost, _)| cost);
+        let dummy_cost = dummy_cost(costs);
 
         Ok((
             HtpasswdDb {
@@ -231,7 +170,7 @@ impl HtpasswdDb {
     pub fn contains(&self, user: &str) -> bool {
         self.users.contains_key(user)
     }
-    /// The fingerprint of a user's stored hash (see [`crate::credential_stamp`]).
+    /// The fingerprint of a user's stored hash (see [`crate::hash::credential_stamp`]).
     pub fn stamp(&self, user: &str) -> Option<String> {
         self.users.get(user).map(StoredHash::stamp)
     }
@@ -402,11 +341,14 @@ mod tests {
 
     #[test]
     fn line_bound_is_enforced() {
-        let text = "#\n".repeat(MAX_LINES);
+        let text = "#\n".repeat(crate::apache_file::MAX_LINES);
         assert!(HtpasswdDb::parse(&text, "f").is_ok());
         let text = format!("{text}#");
         let err = HtpasswdDb::parse(&text, "f").unwrap_err();
-        assert!(matches!(err, HtpasswdError::TooManyLines { .. }), "{err}");
+        assert!(
+            matches!(err, HtpasswdError::File(FileError::TooManyLines { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -425,7 +367,7 @@ mod tests {
     /// included: under one permit, never two hashes at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_limiter_of_one_runs_one_check_at_a_time() {
-        let hash = crate::hash_password("right", 6).unwrap();
+        let hash = crate::hash::hash_password("right", 6).unwrap();
         let text = format!("alice:{hash}\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
         let (db, _) = HtpasswdDb::parse(&text, "f").unwrap();
         let limiter = Arc::new(tokio::sync::Semaphore::new(1));

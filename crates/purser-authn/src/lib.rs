@@ -26,25 +26,44 @@
 //! bcrypt work as known users with a wrong password, so timing does not reveal accounts.
 #![forbid(unsafe_code)]
 
+// The modules by layer, lowest first; a module imports only from layers above its own, so the
+// graph has no cycle (docs/architecture.md draws it). rustfmt sorts the declarations below.
+// - crypt64: the crypt(3) base-64 alphabet, shared by the two crypt formats
+// - apr1, des_crypt: the `$apr1$` and DES crypt digests
+// - hash_work: where and when password checks run (the limiter, the blocking pool, counts)
+// - hash: stored hash formats: parsing, verifying, the dummy hash, writing bcrypt
+// - issue: what a loaded file reports (LoadIssue, Severity)
+// - apache_file: the bounds and line rules htpasswd and htgroup share, and reading them
+// - htgroup, htpasswd, static_users, ldap: the backends
+// - error: one error type over the backends, for callers that want one
+// - cache, chain, conformance: what wraps and tests any backend
+mod apache_file;
 mod apr1;
 pub mod cache;
 pub mod chain;
 #[doc(hidden)]
 pub mod conformance;
+mod crypt64;
 mod des_crypt;
 mod error;
 mod hash;
+mod hash_work;
 pub mod htgroup;
 pub mod htpasswd;
+mod issue;
 pub mod ldap;
 pub mod static_users;
 
+pub use apache_file::{FileError, MAX_FILE_BYTES, MAX_LINES};
 pub use cache::{Cached, CredentialCache};
 pub use chain::{Attempt, Chain, ChainDecision, ChainResult};
-pub use error::{AuthnError, HtpasswdError, LoadIssue, Severity};
+pub use error::AuthnError;
 pub use hash::{
-    credential_stamp, hash_limiter, HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST,
+    credential_stamp, hash_password, HashPasswordError, BCRYPT_MAX_COST, BCRYPT_MIN_COST,
+    DEFAULT_DUMMY_COST,
 };
-pub use htgroup::HtgroupDb;
-pub use htpasswd::{HtpasswdAuthenticator, HtpasswdDb};
-pub use static_users::{hash_password, StaticAuthenticator, StaticUserEntry};
+pub use hash_work::{hash_limiter, HashWorkSnapshot};
+pub use htgroup::{HtgroupDb, HtgroupError};
+pub use htpasswd::{HtpasswdAuthenticator, HtpasswdDb, HtpasswdError};
+pub use issue::{LoadIssue, Severity};
+pub use static_users::{StaticAuthenticator, StaticUserEntry};

@@ -9,11 +9,11 @@ use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Creden
 use tokio::sync::Semaphore;
 
 use crate::error::AuthnError;
-use crate::hash::{
-    bcrypt_cost, dummy_bcrypt, hash_limiter, run_limited, verify_bcrypt, HashWork,
-    HashWorkSnapshot, BCRYPT_MAX_COST, BCRYPT_MIN_COST,
-};
-use crate::htpasswd::DEFAULT_DUMMY_COST;
+use crate::hash::{bcrypt_cost, credential_stamp, dummy_bcrypt, dummy_cost, verify_bcrypt};
+use crate::hash_work::{hash_limiter, run_limited, HashWork, HashWorkSnapshot};
+
+/// `purser hash-password` writes the hashes this backend reads; kept here where callers look.
+pub use crate::hash::hash_password;
 
 /// One configured user. `Debug` hides the hash.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl StaticAuthenticator {
     /// Checks every hash now, so a typo in the config fails at start, naming the user.
     pub fn new(users: Vec<StaticUserEntry>) -> Result<Self, AuthnError> {
         let mut by_name = HashMap::with_capacity(users.len());
-        let mut cost_counts: HashMap<u32, usize> = HashMap::new();
+        let mut costs = Vec::new();
         for entry in users {
             if entry.name.is_empty() {
                 return Err(AuthnError::EmptyStaticUser);
@@ -78,7 +78,7 @@ impl StaticAuthenticator {
             if by_name.contains_key(&entry.name) {
                 return Err(AuthnError::DuplicateStaticUser { user: entry.name });
             }
-            *cost_counts.entry(cost).or_default() += 1;
+            costs.push(cost);
             let mut groups = entry.groups;
             groups.sort();
             groups.dedup();
@@ -92,10 +92,7 @@ impl StaticAuthenticator {
             );
         }
         // Unknown users cost what the most common known user costs.
-        let dummy_cost = cost_counts
-            .into_iter()
-            .max_by_key(|&(cost, count)| (count, cost))
-            .map_or(DEFAULT_DUMMY_COST, |(cost, _)| cost);
+        let dummy_cost = dummy_cost(costs);
         Ok(StaticAuthenticator {
             users: Arc::new(Users {
                 by_name,
@@ -176,31 +173,8 @@ impl Authenticator for StaticAuthenticator {
         self.users
             .by_name
             .get(account)
-            .map(|u| crate::credential_stamp(u.hash.as_bytes()))
+            .map(|u| credential_stamp(u.hash.as_bytes()))
     }
-}
-
-/// A bcrypt hash of `password` in the `$2y$` form Apache's `htpasswd -B` writes, for
-/// `purser hash-password`. Refuses costs outside 4-31 and passwords longer than bcrypt's
-/// 72-byte limit (which would otherwise be cut silently).
-pub fn hash_password(password: &str, cost: u32) -> Result<String, AuthnError> {
-    if !(BCRYPT_MIN_COST..=BCRYPT_MAX_COST).contains(&cost) {
-        return Err(AuthnError::Hash(format!(
-            "cost {cost} is outside {BCRYPT_MIN_COST}-{BCRYPT_MAX_COST}"
-        )));
-    }
-    if password.is_empty() {
-        return Err(AuthnError::Hash("the password is empty".to_owned()));
-    }
-    if password.len() > 72 {
-        return Err(AuthnError::Hash(format!(
-            "the password is {} bytes long; bcrypt uses at most 72",
-            password.len()
-        )));
-    }
-    bcrypt::non_truncating_hash_with_result(password, cost)
-        .map(|parts| parts.format_for_version(bcrypt::Version::TwoY))
-        .map_err(|e| AuthnError::Hash(e.to_string()))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ fn htpasswd_backend() -> HtpasswdAuthenticator {
         hash_password("pässwörd", 4).unwrap()
     );
     let (db, _) = HtpasswdDb::parse(&text, "users.htpasswd").unwrap();
-    let groups = HtgroupDb::parse("admins: admin\ndevelopers: admin\n", "groups").unwrap();
+    let (groups, _) = HtgroupDb::parse("admins: admin\ndevelopers: admin\n", "groups").unwrap();
     HtpasswdAuthenticator::new(
         Arc::new(Reloadable::new(db)),
         Arc::new(Reloadable::new(groups)),

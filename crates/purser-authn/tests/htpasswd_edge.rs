@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use purser_authn::{
-    hash_password, Cached, HtgroupDb, HtpasswdAuthenticator, HtpasswdDb, HtpasswdError, Severity,
+    hash_password, Cached, FileError, HtgroupDb, HtgroupError, HtpasswdAuthenticator, HtpasswdDb,
+    HtpasswdError, Severity,
 };
 use purser_core::{Authenticator, AuthnOutcome, Credentials, Reloadable};
+use purser_fs::ReadErrorKind;
 
 fn holder(text: &str) -> Arc<Reloadable<HtpasswdDb>> {
     let (db, _) = HtpasswdDb::parse(text, "users.htpasswd").unwrap();
@@ -57,7 +59,8 @@ fn invalid_utf8_is_refused_by_load() {
     std::fs::write(&path, b"alice:x\nb\xffb:y\n").unwrap();
     let err = HtpasswdDb::load(&path).unwrap_err();
     assert!(
-        matches!(err, HtpasswdError::NotUtf8 { offset: 9, .. }),
+        matches!(&err, HtpasswdError::File(FileError::Read(e))
+            if matches!(e.kind(), ReadErrorKind::NotUtf8 { offset: 9 })),
         "{err}"
     );
     let missing = HtpasswdDb::load(dir.path().join("nope")).unwrap_err();
@@ -69,10 +72,106 @@ fn the_size_bound_is_enforced_by_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big");
     let f = std::fs::File::create(&path).unwrap();
-    f.set_len(purser_authn::htpasswd::MAX_FILE_BYTES + 1)
-        .unwrap();
+    f.set_len(purser_authn::MAX_FILE_BYTES + 1).unwrap();
     let err = HtpasswdDb::load(&path).unwrap_err();
-    assert!(matches!(err, HtpasswdError::TooLarge { .. }), "{err}");
+    assert!(
+        matches!(&err, HtpasswdError::File(FileError::Read(e))
+            if matches!(e.kind(), ReadErrorKind::TooLarge { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string().ends_with(&format!(
+            "big: the file is larger than {} bytes",
+            purser_authn::MAX_FILE_BYTES
+        )),
+        "{err}"
+    );
+    let err = HtgroupDb::load(&path).unwrap_err();
+    assert!(
+        matches!(&err, HtgroupError::File(FileError::Read(e))
+            if matches!(e.kind(), ReadErrorKind::TooLarge { .. })),
+        "{err}"
+    );
+}
+
+/// A FIFO in place of the users or groups file (a mistake, or a trick) is refused at once:
+/// reading it would wait for a writer forever and hold the reload.
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_by_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("users.htgroup");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send((
+            HtpasswdDb::load(&path)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            HtgroupDb::load(&path)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        ));
+    });
+    let (users, groups) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("loading a FIFO answers without a writer");
+    for err in [users.unwrap_err(), groups.unwrap_err()] {
+        assert!(
+            err.contains("users.htgroup: not a regular file (a FIFO)"),
+            "{err}"
+        );
+    }
+}
+
+/// The example the documentation once gave: `#` after members is no comment in an htgroup
+/// file (as in Apache), so `several` and `lines` became developers. They still do, as Apache
+/// would have it, but loading the file warns, naming the file and the line.
+#[tokio::test]
+async fn an_inline_comment_in_htgroup_makes_members_and_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.htgroup");
+    std::fs::write(
+        &path,
+        "# group: user user ...\ndevelopers: alice bob\nadmins: alice\ndevelopers: carol          # several lines for one group add up\n",
+    )
+    .unwrap();
+    let (db, issues) = HtgroupDb::load(&path).unwrap();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let issue = &issues[0];
+    assert_eq!(issue.severity, Severity::Warning);
+    assert_eq!(issue.line, Some(4));
+    assert_eq!(issue.source_name, path.display().to_string());
+    assert_eq!(
+        issue.users,
+        ["#", "several", "lines", "for", "one", "group", "add", "up"]
+    );
+    let shown = issue.to_string();
+    assert!(
+        shown.starts_with(&format!("{}:4: users \"#\", \"several\"", path.display())),
+        "{shown}"
+    );
+
+    let hash = hash_password("pw", 4).unwrap();
+    let users = holder(&format!("several:{hash}\ncarol:{hash}\n"));
+    let auth = HtpasswdAuthenticator::new(users, Arc::new(Reloadable::new(db)));
+    let several = auth.lookup("several").await.unwrap().unwrap();
+    assert_eq!(several.groups, ["developers"]);
+    let carol = auth.lookup("carol").await.unwrap().unwrap();
+    assert_eq!(carol.groups, ["developers"]);
+
+    // The same members on a line of their own, and the comment on its own line: no warning.
+    let (_, issues) = HtgroupDb::parse(
+        "# several lines add up\ndevelopers: carol\n",
+        "users.htgroup",
+    )
+    .unwrap();
+    assert!(issues.is_empty(), "{issues:?}");
 }
 
 #[tokio::test]
@@ -107,7 +206,9 @@ async fn groups_come_from_the_current_htgroup_file() {
     let hash = hash_password("pw", 4).unwrap();
     let users = holder(&format!("alice:{hash}\n"));
     let groups = Arc::new(Reloadable::new(
-        HtgroupDb::parse("devs: alice\nadmins: bob\n", "groups").unwrap(),
+        HtgroupDb::parse("devs: alice\nadmins: bob\n", "groups")
+            .unwrap()
+            .0,
     ));
     let auth = HtpasswdAuthenticator::new(users, Arc::clone(&groups));
     let creds = Credentials::new("alice", "pw");
@@ -116,7 +217,11 @@ async fn groups_come_from_the_current_htgroup_file() {
         AuthnOutcome::Accepted(id) => assert_eq!(id.groups, ["devs"]),
         other => panic!("{other:?}"),
     }
-    groups.store(HtgroupDb::parse("devs: alice\nadmins: alice\n", "groups").unwrap());
+    groups.store(
+        HtgroupDb::parse("devs: alice\nadmins: alice\n", "groups")
+            .unwrap()
+            .0,
+    );
     assert_ne!(auth.generation(), g0);
     let id = auth.lookup("alice").await.unwrap().unwrap();
     assert_eq!(id.groups, ["admins", "devs"]);

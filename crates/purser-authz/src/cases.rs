@@ -7,7 +7,6 @@
 //! ```
 
 use std::fmt;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -113,15 +112,11 @@ impl CaseFile {
     /// Reads and parses a case file; messages name the file as given.
     pub fn from_file(path: &Path) -> Result<CaseFile, PolicyErrors> {
         let source = path.display().to_string();
-        let io = |message: String| PolicyError::Io {
-            loc: Loc::new(&source, None),
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(|e| io(e.to_string()))?;
-        let mut text = String::new();
-        file.take(MAX_POLICY_BYTES as u64 + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| io(e.to_string()))?;
+        let text =
+            purser_fs::read_text(path, MAX_POLICY_BYTES as u64).map_err(|e| PolicyError::Io {
+                loc: Loc::new(&source, None),
+                message: e.kind().to_string(),
+            })?;
         CaseFile::parse(&text, &source)
     }
 

@@ -28,8 +28,9 @@ impl fmt::Display for Loc {
 /// One problem in a policy file or a policy test-case file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    /// The file could not be read.
-    #[error("{loc}: cannot read the file: {message}")]
+    /// The file could not be read, or was refused by the bounded reader (not a regular file,
+    /// too large, not UTF-8); `message` says which.
+    #[error("{loc}: {message}")]
     Io { loc: Loc, message: String },
     /// The file is not valid YAML.
     #[error("{loc}: YAML syntax error: {message}")]

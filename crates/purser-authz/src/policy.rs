@@ -1,7 +1,6 @@
 //! The policy: its rules, how they are read, and the decision.
 
 use std::fmt;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -212,15 +211,11 @@ impl Policy {
     /// Reads and parses a policy file; messages name the file as given.
     pub fn from_file(path: &Path) -> Result<Policy, PolicyErrors> {
         let source = path.display().to_string();
-        let io = |message: String| PolicyError::Io {
-            loc: Loc::new(&source, None),
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(|e| io(e.to_string()))?;
-        let mut text = String::new();
-        file.take(MAX_POLICY_BYTES as u64 + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| io(e.to_string()))?;
+        let text =
+            purser_fs::read_text(path, MAX_POLICY_BYTES as u64).map_err(|e| PolicyError::Io {
+                loc: Loc::new(&source, None),
+                message: e.kind().to_string(),
+            })?;
         Policy::parse(&text, &source)
     }
 

@@ -211,6 +211,44 @@ fn missing_file_is_an_io_error_naming_it() {
     );
 }
 
+/// The policy goes through the shared bounded reader: a directory (or a FIFO, a device) is
+/// refused at once with the file named, and so is a file over the bound.
+#[test]
+fn non_regular_and_oversized_files_are_refused_naming_them() {
+    let dir = std::env::temp_dir();
+    let err = Policy::from_file(&dir).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: not a regular file (a directory)",
+            dir.display()
+        )),
+        "{err}"
+    );
+    let err = Policy::from_file(std::path::Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/dev/zero: not a regular file (a character device)"),
+        "{err}"
+    );
+    let file =
+        std::env::temp_dir().join(format!("purser-policy-bound-{}.yaml", std::process::id()));
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(purser_authz::MAX_POLICY_BYTES as u64 + 1)
+        .unwrap();
+    let err = Policy::from_file(&file).unwrap_err().to_string();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "{}: the file is larger than {} bytes",
+            file.display(),
+            purser_authz::MAX_POLICY_BYTES
+        )
+    );
+}
+
 #[test]
 fn a_full_report_reads_well() {
     let text =

@@ -20,9 +20,9 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, KeyAlg, KeyIdConfig, Problem};
-use crate::stack::Readiness;
 use crate::metrics::Metrics;
 use crate::reload::{self, Loader, Source};
+use crate::stack::Readiness;
 use crate::tls::CertStore;
 
 /// How far a build goes.
@@ -293,11 +293,8 @@ fn signer(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<JwsSigner>>, 
     let cert = (!t.certificate_file.as_os_str().is_empty()).then_some(t.certificate_file.as_path());
     let signer = JwsSigner::from_files(key_path, cert, key_id_mode(t.key_id)).map_err(|e| {
         let key = match &e {
-            TokenError::File { path, .. } | TokenError::Read { path, .. }
-                if Some(path.as_path()) == cert =>
-            {
-                CERT
-            }
+            TokenError::File { path, .. } if Some(path.as_path()) == cert => CERT,
+            TokenError::Read(r) if Some(r.path()) == cert => CERT,
             _ => KEY,
         };
         BuildError::Key {
@@ -411,7 +408,6 @@ fn add_generated_x5c(doc: &mut serde_json::Value, cert: &Path, mode: purser_toke
         active["x5c"] = x5c;
     }
 }
-
 
 /// The certificate store of `server.tls`, when both files are set (validation refuses one
 /// without the other); its first load is recorded like any reload source's, and its files are

@@ -76,24 +76,8 @@ impl fmt::Debug for CertStore {
 }
 
 fn read_bounded(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "cannot read the {what} {}: {e}; check the path and that purser's user may read it",
-            path.display()
-        )
-    })?;
-    let mut buf = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-    if buf.len() as u64 > MAX_PEM_BYTES {
-        return Err(format!(
-            "the {what} {} is larger than {MAX_PEM_BYTES} bytes",
-            path.display()
-        ));
-    }
-    Ok(buf)
+    purser_fs::read_bytes(path, MAX_PEM_BYTES)
+        .map_err(|e| format!("the {what} {e}; check the path and that purser's user may read it"))
 }
 
 /// SHA-256 of a certificate's DER, hex with colons (as `openssl x509 -fingerprint -sha256`).
@@ -430,7 +414,10 @@ mod tests {
         // No key at all.
         std::fs::remove_file(&key).unwrap();
         let err = store.reload().unwrap_err();
-        assert!(err.contains("cannot read the key file"), "{err}");
+        assert!(
+            err.contains("the key file") && err.contains("a.key: cannot read the file"),
+            "{err}"
+        );
         assert_eq!(store.fingerprint(), before);
     }
 

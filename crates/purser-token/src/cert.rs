@@ -29,10 +29,7 @@ pub fn load_cert_chain(pem_text: &str) -> Result<Vec<Vec<u8>>, TokenError> {
 
 /// Reads a certificate chain file; errors name the file.
 pub fn load_cert_chain_file(path: &Path) -> Result<Vec<Vec<u8>>, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = purser_fs::read_text(path, crate::MAX_PEM_FILE_BYTES)?;
     load_cert_chain(&text).map_err(|e| e.in_file(path))
 }
 

@@ -49,12 +49,10 @@ pub enum TokenError {
         source: Box<TokenError>,
     },
 
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A key, certificate or published-key file could not be read, or was refused (not a
+    /// regular file, over [`crate::MAX_PEM_FILE_BYTES`], not UTF-8).
+    #[error(transparent)]
+    Read(#[from] purser_fs::ReadError),
 
     #[error("cannot write {path}: {source}")]
     Write {

@@ -82,10 +82,7 @@ pub fn public_jwk_from_pem(pem_text: &str, mode: KeyIdMode) -> Result<Value, Tok
 
 /// Reads a `token.publish_keys` file; errors name the file.
 pub fn public_jwk_from_file(path: &std::path::Path, mode: KeyIdMode) -> Result<Value, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = purser_fs::read_text(path, crate::MAX_PEM_FILE_BYTES)?;
     public_jwk_from_pem(&text, mode).map_err(|e| e.in_file(path))
 }
 

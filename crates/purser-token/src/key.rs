@@ -305,10 +305,7 @@ pub fn load_signing_key(pem_text: &str) -> Result<SigningKey, TokenError> {
 
 /// Reads and parses a signing key file; errors name the file.
 pub fn load_signing_key_file(path: &Path) -> Result<SigningKey, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = purser_fs::read_text(path, crate::MAX_PEM_FILE_BYTES)?;
     load_signing_key(&text).map_err(|e| e.in_file(path))
 }
 

@@ -35,6 +35,9 @@ pub use cert::{
     cert_not_after, cert_public_key, check_cert_matches_key, load_cert_chain, load_cert_chain_file,
 };
 pub use error::TokenError;
+
+/// Largest key, certificate or published-key file read (a long chain is a few KiB).
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
 pub use generate::{
     generate, generate_key, self_signed_cert, write_generated, write_generated_to, GeneratedFiles,
     GeneratedKey, CERT_FILE_NAME, CERT_SUBJECT, CERT_VALIDITY, KEY_FILE_NAME,

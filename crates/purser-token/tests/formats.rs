@@ -164,6 +164,30 @@ fn errors_name_the_file_and_carry_no_key_material() {
     assert!(err.contains("nope.pem"), "{err}");
 }
 
+/// Key files go through the shared bounded reader: over the bound, or not a regular file, they
+/// are refused with the file named, without reading them whole.
+#[test]
+fn oversized_and_non_regular_key_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.pem");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(purser_token::MAX_PEM_FILE_BYTES + 1)
+        .unwrap();
+    let err = load_signing_key_file(&big).unwrap_err();
+    assert!(matches!(err, TokenError::Read(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the file is larger than {} bytes",
+            big.display(),
+            purser_token::MAX_PEM_FILE_BYTES
+        )
+    );
+    let err = load_signing_key_file(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a regular file (a directory)"), "{err}");
+}
+
 #[test]
 fn publish_keys_entries_must_be_public() {
     let err = public_jwk_from_pem(&fixture("p256.pem"), KeyIdMode::Libtrust).unwrap_err();

@@ -9,6 +9,11 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use rustls::{Certificate, ClientConfig, RootCertStore};
 use tokio::time::timeout;
 
+use super::error::{CaFileError, DirectoryError};
+
+/// Largest `ca_file` read (a bundle of every public CA is about 200 KiB).
+const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Everything needed to open a connection, shared by the service pool and the user binds.
 pub(crate) struct Connector {
     urls: Vec<String>,
@@ -35,21 +40,21 @@ impl Connector {
 
     /// Connects to the first URL that answers, in the configured order. The error names the
     /// last URL tried and why it failed.
-    pub(crate) async fn connect(&self) -> Result<Ldap, String> {
-        let mut last = String::from("no URL configured");
+    pub(crate) async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let mut last = DirectoryError::NoUrl;
         for url in &self.urls {
             match self.connect_one(url).await {
                 Ok(ldap) => return Ok(ldap),
                 Err(e) => {
                     tracing::debug!(backend = "ldap", %url, error = %e, "cannot connect to the directory");
-                    last = format!("{url}: {e}");
+                    last = e;
                 }
             }
         }
         Err(last)
     }
 
-    async fn connect_one(&self, url: &str) -> Result<Ldap, String> {
+    async fn connect_one(&self, url: &str) -> Result<Ldap, DirectoryError> {
         let mut settings = LdapConnSettings::new().set_conn_timeout(self.timeout);
         // StartTLS only makes sense on ldap://; ldaps:// is TLS from the first byte.
         if self.start_tls && url.starts_with("ldap://") {
@@ -60,8 +65,14 @@ impl Connector {
         }
         let (conn, ldap) = timeout(self.timeout, LdapConnAsync::with_settings(settings, url))
             .await
-            .map_err(|_| format!("no connection within {:?}", self.timeout))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| DirectoryError::ConnectTimeout {
+                url: url.to_owned(),
+                timeout: self.timeout,
+            })?
+            .map_err(|source| DirectoryError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         let url = url.to_owned();
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
@@ -73,22 +84,25 @@ impl Connector {
 }
 
 /// A TLS configuration trusting exactly the certificates of the PEM file `ca_file`.
-pub(crate) fn tls_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
-    let bytes =
-        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
-    let blocks = pem::parse_many(&bytes)
-        .map_err(|e| format!("{} is not a PEM file: {e}", ca_file.display()))?;
+pub(crate) fn tls_config(ca_file: &Path) -> Result<Arc<ClientConfig>, CaFileError> {
+    let bytes = purser_fs::read_bytes(ca_file, MAX_CA_FILE_BYTES)?;
+    let blocks = pem::parse_many(&bytes).map_err(|source| CaFileError::NotPem {
+        path: ca_file.to_path_buf(),
+        source,
+    })?;
     let mut roots = RootCertStore::empty();
     for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
         roots
             .add(&Certificate(block.contents().to_vec()))
-            .map_err(|e| format!("{}: unusable certificate: {e}", ca_file.display()))?;
+            .map_err(|source| CaFileError::Unusable {
+                path: ca_file.to_path_buf(),
+                source,
+            })?;
     }
     if roots.is_empty() {
-        return Err(format!(
-            "{} holds no CERTIFICATE block: give the PEM file of the CA that signed the directory's certificate",
-            ca_file.display()
-        ));
+        return Err(CaFileError::NoCertificate {
+            path: ca_file.to_path_buf(),
+        });
     }
     Ok(Arc::new(
         ClientConfig::builder()

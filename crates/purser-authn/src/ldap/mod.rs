@@ -43,8 +43,11 @@
 //! `Err(BackendError::Unavailable)`, answered with 503 by the server, never a 401.
 
 mod conn;
+mod error;
 pub mod escape;
 mod pool;
+
+pub use self::pool::PoolStats;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -61,6 +64,7 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 use self::conn::Connector;
+use self::error::{DirectoryError, NoAccount, Op};
 use self::escape::{dn_value, fill, filter_value};
 use self::pool::Pool;
 
@@ -195,7 +199,7 @@ impl LdapSettings {
             match conn::tls_config(&self.ca_file) {
                 Ok(config) => Some(config),
                 Err(e) => {
-                    problem("ca_file", e);
+                    problem("ca_file", e.to_string());
                     None
                 }
             }
@@ -310,19 +314,6 @@ fn check_filter(
     }
 }
 
-/// Gauges of the service-account pool, for `purser_ldap_pool_connections{state}`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Open connections waiting for work.
-    pub idle: usize,
-    /// Connections in use.
-    pub busy: usize,
-    /// The most service connections ever open at once (never above `pool_size`).
-    pub peak_open: usize,
-    /// Service connections opened since start (grows when the directory restarts).
-    pub opened: u64,
-}
-
 /// How long a readiness answer is reused before the directory is asked again: `/readyz` turns
 /// 503 within this (plus the probe's `timeout`) of the directory going down, and back to 200 as
 /// soon after its return, without waiting for a login, while a balancer polling `/readyz` many
@@ -349,7 +340,7 @@ enum Found {
 /// `account_attribute`) or why there is none.
 struct UserEntry {
     dn: String,
-    account: Result<String, String>,
+    account: Result<String, NoAccount>,
 }
 
 /// Checks passwords against a directory; see the module documentation.
@@ -452,12 +443,12 @@ impl LdapAuthenticator {
         }
     }
 
-    fn unavailable(&self, reason: String) -> BackendError {
+    fn unavailable(&self, reason: DirectoryError) -> BackendError {
         tracing::warn!(backend = BACKEND, %reason, "directory unavailable");
-        self.set_health(Health::Down(Instant::now(), reason.clone()));
+        self.set_health(Health::Down(Instant::now(), reason.to_string()));
         BackendError::Unavailable {
             backend: BACKEND,
-            reason,
+            reason: reason.to_string(),
         }
     }
 
@@ -484,23 +475,37 @@ impl LdapAuthenticator {
         fill(&self.user_dn, &[("username", &dn_value(username))])
     }
 
-    async fn with_pool<T, F, Fut>(&self, op: F) -> Result<T, String>
+    async fn with_pool<T, F, Fut>(&self, what: Op, op: F) -> Result<T, DirectoryError>
     where
         F: Fn(Ldap) -> Fut,
         Fut: std::future::Future<Output = Result<T, ldap3::LdapError>>,
     {
-        let pool = self.pool.as_ref().ok_or("no service account configured")?;
-        pool.run(&self.connector, op).await
+        let pool = self.pool.as_ref().ok_or(DirectoryError::NoServiceAccount)?;
+        pool.run(&self.connector, what, op).await
+    }
+
+    /// Runs `op` on the user's own connection, bounded by the timeout.
+    async fn on_own<T, Fut>(&self, what: Op, op: Fut) -> Result<T, DirectoryError>
+    where
+        Fut: std::future::Future<Output = Result<T, ldap3::LdapError>>,
+    {
+        timeout(self.timeout, op)
+            .await
+            .map_err(|_| DirectoryError::Timeout {
+                op: what,
+                timeout: self.timeout,
+            })?
+            .map_err(|source| DirectoryError::Protocol { op: what, source })
     }
 
     /// Searches `user_base` for the one entry of `username`, on the service pool.
-    async fn find_user(&self, username: &str) -> Result<Found, String> {
+    async fn find_user(&self, username: &str) -> Result<Found, DirectoryError> {
         let filter = fill(&self.user_filter, &[("username", &filter_value(username))]);
         let base = self.user_base.clone();
         let attr = self.account_attribute.clone();
         let limit = self.server_time_limit();
         let result = self
-            .with_pool(|mut ldap| {
+            .with_pool(Op::UserSearch, |mut ldap| {
                 let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
                 async move {
                     ldap.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
@@ -523,7 +528,13 @@ impl LdapAuthenticator {
                 tracing::warn!(backend = BACKEND, base = %self.user_base, "authn.ldap.user_base does not exist in the directory");
                 return Ok(Found::None);
             }
-            rc => return Err(format!("user search failed: result code {rc} {}", res.text)),
+            rc => {
+                return Err(DirectoryError::ResultCode {
+                    op: Op::UserSearch,
+                    rc,
+                    text: res.text,
+                })
+            }
         }
         Ok(match dns.len() {
             0 => Found::None,
@@ -542,15 +553,10 @@ impl LdapAuthenticator {
             .collect();
         let account = match <[String; 1]>::try_from(values) {
             Ok([one]) if acceptable_username(&one) => Ok(one),
-            Ok(_) => Err("its value is empty, too long or holds a NUL byte".to_string()),
-            Err(values) if values.is_empty() => {
-                Err("the entry has no such attribute, or it cannot be read".to_string())
-            }
+            Ok(_) => Err(NoAccount::Unacceptable),
+            Err(values) if values.is_empty() => Err(NoAccount::Missing),
             // Which of several names is the account would be a guess: one entry, one name.
-            Err(values) => Err(format!(
-                "it has {} values; name a single-valued attribute",
-                values.len()
-            )),
+            Err(values) => Err(NoAccount::Several(values.len())),
         };
         UserEntry {
             dn: entry.dn,
@@ -560,7 +566,11 @@ impl LdapAuthenticator {
 
     /// Reads the entry at `dn` (base scope) with `account_attribute`, on `bound` (the user's own
     /// connection) or else on the service pool. `Ok(None)`: no such entry, or not readable.
-    async fn read_user(&self, dn: &str, bound: Option<&Ldap>) -> Result<Option<UserEntry>, String> {
+    async fn read_user(
+        &self,
+        dn: &str,
+        bound: Option<&Ldap>,
+    ) -> Result<Option<UserEntry>, DirectoryError> {
         let dn = dn.to_string();
         let attr = self.account_attribute.clone();
         let limit = self.server_time_limit();
@@ -573,11 +583,8 @@ impl LdapAuthenticator {
             }
         };
         let result = match bound {
-            None => self.with_pool(read).await?,
-            Some(ldap) => timeout(self.timeout, read(ldap.clone()))
-                .await
-                .map_err(|_| format!("entry read: no answer within {:?}", self.timeout))?
-                .map_err(|e| format!("entry read: {e}"))?,
+            None => self.with_pool(Op::EntryRead, read).await?,
+            Some(ldap) => self.on_own(Op::EntryRead, read(ldap.clone())).await?,
         };
         let ldap3::SearchResult(entries, res) = result;
         match res.rc {
@@ -587,7 +594,11 @@ impl LdapAuthenticator {
                 .map(|e| self.user_entry(SearchEntry::construct(e)))),
             // noSuchObject, invalidDNSyntax, insufficientAccessRights.
             32 | 34 | 50 => Ok(None),
-            rc => Err(format!("entry read failed: result code {rc} {}", res.text)),
+            rc => Err(DirectoryError::ResultCode {
+                op: Op::EntryRead,
+                rc,
+                text: res.text,
+            }),
         }
     }
 
@@ -597,16 +608,15 @@ impl LdapAuthenticator {
 
     /// Binds as `dn` on a new connection. `Ok(Some(conn))`: accepted, the connection is bound
     /// as the user (the caller unbinds it); `Ok(None)`: the directory refused the credentials.
-    async fn user_bind(&self, dn: &str, password: &str) -> Result<Option<Ldap>, String> {
+    async fn user_bind(&self, dn: &str, password: &str) -> Result<Option<Ldap>, DirectoryError> {
         let _permit = timeout(self.timeout, self.user_binds.acquire())
             .await
-            .map_err(|_| format!("no bind slot free within {:?}", self.timeout))?
-            .map_err(|_| "closed".to_string())?;
+            .map_err(|_| DirectoryError::BindSlotBusy(self.timeout))?
+            .map_err(|_| DirectoryError::BindSlotsClosed)?;
         let mut ldap = self.connector.connect().await?;
-        let res = timeout(self.timeout, ldap.simple_bind(dn, password))
-            .await
-            .map_err(|_| format!("bind: no answer within {:?}", self.timeout))?
-            .map_err(|e| format!("bind: {e}"))?;
+        let res = self
+            .on_own(Op::Bind, ldap.simple_bind(dn, password))
+            .await?;
         match res.rc {
             0 => Ok(Some(ldap)),
             // invalidCredentials, inappropriateAuthentication, insufficientAccessRights,
@@ -618,7 +628,11 @@ impl LdapAuthenticator {
             }
             rc => {
                 close(ldap).await;
-                Err(format!("bind failed: result code {rc} {}", res.text))
+                Err(DirectoryError::ResultCode {
+                    op: Op::Bind,
+                    rc,
+                    text: res.text,
+                })
             }
         }
     }
@@ -630,7 +644,7 @@ impl LdapAuthenticator {
         dn: &str,
         username: &str,
         bound: Option<&Ldap>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, DirectoryError> {
         if self.group_base.is_empty() {
             return Ok(Vec::new());
         }
@@ -655,11 +669,8 @@ impl LdapAuthenticator {
             }
         };
         let result = match (&self.pool, bound) {
-            (Some(_), _) | (None, None) => self.with_pool(search).await?,
-            (None, Some(ldap)) => timeout(self.timeout, search(ldap.clone()))
-                .await
-                .map_err(|_| format!("group search: no answer within {:?}", self.timeout))?
-                .map_err(|e| format!("group search: {e}"))?,
+            (Some(_), _) | (None, None) => self.with_pool(Op::GroupSearch, search).await?,
+            (None, Some(ldap)) => self.on_own(Op::GroupSearch, search(ldap.clone())).await?,
         };
         let ldap3::SearchResult(entries, res) = result;
         match res.rc {
@@ -674,10 +685,11 @@ impl LdapAuthenticator {
                 return Ok(Vec::new());
             }
             rc => {
-                return Err(format!(
-                    "group search failed: result code {rc} {}",
-                    res.text
-                ))
+                return Err(DirectoryError::ResultCode {
+                    op: Op::GroupSearch,
+                    rc,
+                    text: res.text,
+                })
             }
         }
         let mut names: Vec<String> = entries
@@ -696,7 +708,7 @@ impl LdapAuthenticator {
         Ok(names)
     }
 
-    async fn check(&self, username: &str, password: &str) -> Result<AuthnOutcome, String> {
+    async fn check(&self, username: &str, password: &str) -> Result<AuthnOutcome, DirectoryError> {
         let found = if self.search_mode {
             match self.find_user(username).await? {
                 Found::One(entry) => Some(entry),
@@ -747,7 +759,7 @@ impl LdapAuthenticator {
                 Ok(Some(entry)) => entry,
                 Ok(None) => UserEntry {
                     dn: dn.clone(),
-                    account: Err("the user cannot read their own entry".into()),
+                    account: Err(NoAccount::OwnEntryUnreadable),
                 },
                 Err(reason) => {
                     close(ldap).await;
@@ -774,7 +786,7 @@ impl LdapAuthenticator {
         Ok(AuthnOutcome::Accepted(Identity::new(account, groups?)))
     }
 
-    async fn find(&self, account: &str) -> Result<Option<Identity>, String> {
+    async fn find(&self, account: &str) -> Result<Option<Identity>, DirectoryError> {
         let entry = if self.search_mode {
             match self.find_user(account).await? {
                 Found::One(entry) => entry,
@@ -812,7 +824,7 @@ impl LdapAuthenticator {
     /// bounded by `timeout`, and records the result.
     async fn probe(&self) -> Result<(), String> {
         let result = match timeout(self.timeout, self.probe_once()).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
         match &result {
@@ -822,11 +834,13 @@ impl LdapAuthenticator {
         result
     }
 
-    async fn probe_once(&self) -> Result<(), String> {
+    async fn probe_once(&self) -> Result<(), DirectoryError> {
         if self.pool.is_some() {
-            self.with_pool(|mut ldap| async move { ldap.extended(ldap3::exop::WhoAmI).await })
-                .await
-                .map(|_| ())
+            self.with_pool(Op::Probe, |mut ldap| async move {
+                ldap.extended(ldap3::exop::WhoAmI).await
+            })
+            .await
+            .map(|_| ())
         } else {
             match self.connector.connect().await {
                 Ok(ldap) => {

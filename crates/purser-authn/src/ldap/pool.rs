@@ -21,7 +21,20 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::timeout;
 
 use super::conn::Connector;
-use super::PoolStats;
+use super::error::{DirectoryError, Op};
+
+/// Gauges of the service-account pool, for `purser_ldap_pool_connections{state}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections waiting for work.
+    pub idle: usize,
+    /// Connections in use.
+    pub busy: usize,
+    /// The most service connections ever open at once (never above `pool_size`).
+    pub peak_open: usize,
+    /// Service connections opened since start (grows when the directory restarts).
+    pub opened: u64,
+}
 
 pub(crate) struct Pool {
     bind_dn: String,
@@ -101,11 +114,11 @@ impl Pool {
         self.open.fetch_sub(dropped.len(), Ordering::SeqCst);
     }
 
-    async fn acquire(&self, connector: &Connector) -> Result<Lease<'_>, String> {
+    async fn acquire(&self, connector: &Connector) -> Result<Lease<'_>, DirectoryError> {
         let permit = timeout(self.timeout, self.permits.acquire())
             .await
-            .map_err(|_| format!("no pooled connection free within {:?}", self.timeout))?
-            .map_err(|_| "connection pool closed".to_string())?;
+            .map_err(|_| DirectoryError::PoolBusy(self.timeout))?
+            .map_err(|_| DirectoryError::PoolClosed)?;
         self.busy.fetch_add(1, Ordering::SeqCst);
         let mut lease = Lease {
             pool: self,
@@ -135,14 +148,19 @@ impl Pool {
             ldap.simple_bind(&self.bind_dn, self.bind_password.expose()),
         )
         .await
-        .map_err(|_| format!("service account bind: no answer within {:?}", self.timeout))?
-        .map_err(|e| format!("service account bind: {e}"))?;
+        .map_err(|_| DirectoryError::Timeout {
+            op: Op::ServiceBind,
+            timeout: self.timeout,
+        })?
+        .map_err(|source| DirectoryError::Protocol {
+            op: Op::ServiceBind,
+            source,
+        })?;
         if bound.rc != 0 {
-            return Err(format!(
-                "service account bind refused (result code {}{}): check authn.ldap.bind_dn and bind_password",
-                bound.rc,
-                if bound.text.is_empty() { String::new() } else { format!(", {}", bound.text) }
-            ));
+            return Err(DirectoryError::ServiceBindRefused {
+                rc: bound.rc,
+                text: bound.text,
+            });
         }
         let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(open, Ordering::SeqCst);
@@ -154,7 +172,12 @@ impl Pool {
     /// Runs `op` on a pooled connection, bounded by the timeout. `op` gets its own handle to the
     /// connection (handles are cheap clones of a channel). Protocol results with a non-zero
     /// result code are `Ok`: only transport failures and timeouts are `Err`.
-    pub(crate) async fn run<T, F, Fut>(&self, connector: &Connector, op: F) -> Result<T, String>
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        connector: &Connector,
+        what: Op,
+        op: F,
+    ) -> Result<T, DirectoryError>
     where
         F: Fn(Ldap) -> Fut,
         Fut: Future<Output = Result<T, ldap3::LdapError>>,
@@ -173,11 +196,17 @@ impl Pool {
                         self.clear_idle();
                         continue;
                     }
-                    return Err(e.to_string());
+                    return Err(DirectoryError::Protocol {
+                        op: what,
+                        source: e,
+                    });
                 }
                 Err(_) => {
                     lease.discard();
-                    return Err(format!("no answer within {:?}", self.timeout));
+                    return Err(DirectoryError::Timeout {
+                        op: what,
+                        timeout: self.timeout,
+                    });
                 }
             }
         }

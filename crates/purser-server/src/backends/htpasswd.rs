@@ -54,7 +54,10 @@ fn parse_users(p: &Path) -> Result<Parsed<HtpasswdDb>, String> {
 }
 
 fn parse_groups(p: &Path) -> Result<Parsed<HtgroupDb>, String> {
-    let db = HtgroupDb::load(p).map_err(|e| e.to_string())?;
+    let (db, issues) = HtgroupDb::load(p).map_err(|e| e.to_string())?;
+    for issue in &issues {
+        tracing::warn!(%issue, "htgroup");
+    }
     let n = db.user_count();
     Ok(Parsed::new(db, format!("{n} users in groups")))
 }

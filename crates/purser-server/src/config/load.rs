@@ -21,6 +21,8 @@ pub const ENV_SEPARATOR: &str = "__";
 const FLAGS_LAYER: &str = "command-line flags";
 /// A secret file larger than this is a mistake, not a password.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
+/// A config file larger than this is not one (the reference config is a few KiB).
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 /// Bound on extraction rounds when collecting key and type errors.
 const MAX_ROUNDS: usize = 100;
 
@@ -134,7 +136,7 @@ impl Config {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let mut file_text = None;
         if let Some(file) = &config_file {
-            match std::fs::read_to_string(file) {
+            match purser_fs::read_text(file, MAX_CONFIG_FILE) {
                 Ok(text) => file_text = Some(text),
                 Err(e) => {
                     let problem = Problem {
@@ -144,7 +146,8 @@ impl Config {
                             line: None,
                         }),
                         message: format!(
-                            "cannot read the config file ({e}); check the path given to --config"
+                            "cannot read the config file ({}); check the path given to --config",
+                            e.kind()
                         ),
                     };
                     return Err(ConfigErrors {
@@ -428,15 +431,7 @@ pub(crate) fn read_twin(
         ));
         return;
     }
-    let too_big = std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_SECRET_FILE);
-    if too_big {
-        problems.push(Problem::new(
-            file_key,
-            format!("{} is larger than {MAX_SECRET_FILE} bytes", file.display()),
-        ));
-        return;
-    }
-    match std::fs::read_to_string(file) {
+    match purser_fs::read_text(file, MAX_SECRET_FILE) {
         Ok(text) => {
             let secret = text.trim_end_matches(['\n', '\r']);
             if secret.is_empty() {
@@ -448,10 +443,7 @@ pub(crate) fn read_twin(
                 *value = secret.to_string();
             }
         }
-        Err(e) => problems.push(Problem::new(
-            file_key,
-            format!("cannot read {}: {e}", file.display()),
-        )),
+        Err(e) => problems.push(Problem::new(file_key, e.to_string())),
     }
 }
 

@@ -68,9 +68,12 @@ pub fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -> Vec<F
     let (chain, cert_file) = if t.certificate_file.as_os_str().is_empty() {
         (Vec::new(), None)
     } else {
-        let chain = match std::fs::read_to_string(&t.certificate_file)
-            .map_err(|e| e.to_string())
-            .and_then(|text| load_cert_chain(&text).map_err(|e| e.to_string()))
+        let chain = match purser_fs::read_text(
+            &t.certificate_file,
+            purser_token::MAX_PEM_FILE_BYTES,
+        )
+        .map_err(|e| e.kind().to_string())
+        .and_then(|text| load_cert_chain(&text).map_err(|e| e.to_string()))
         {
             Ok(c) => c,
             Err(e) => {

@@ -174,16 +174,14 @@ fn yaml_string(v: &Yaml) -> Option<String> {
 
 /// Reads a text file the registry would read, refusing one too large to be it.
 pub(crate) fn read_bounded(path: &Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.len() > MAX_FILE {
-        return Err(format!(
+    purser_fs::read_text(path, MAX_FILE).map_err(|e| match e.kind() {
+        purser_fs::ReadErrorKind::TooLarge { .. } => format!(
             "{} is larger than {} bytes: is it the right file?",
             path.display(),
             MAX_FILE
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        ),
+        _ => format!("cannot read {e}"),
+    })
 }
 
 /// `KEY=VALUE` lines as docker's `--env-file`, systemd's `EnvironmentFile` and shells write
