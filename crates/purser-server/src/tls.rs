@@ -76,8 +76,13 @@ impl fmt::Debug for CertStore {
 }
 
 fn read_bounded(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    purser_fs::read_bytes(path, MAX_PEM_BYTES)
-        .map_err(|e| format!("the {what} {e}; check the path and that purser's user may read it"))
+    purser_fs::read_bytes(path, MAX_PEM_BYTES).map_err(|e| {
+        format!(
+            "cannot read the {what} {}: {}; check the path and that purser's user may read it",
+            path.display(),
+            e.kind()
+        )
+    })
 }
 
 /// SHA-256 of a certificate's DER, hex with colons (as `openssl x509 -fingerprint -sha256`).

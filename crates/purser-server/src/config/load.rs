@@ -443,7 +443,10 @@ pub(crate) fn read_twin(
                 *value = secret.to_string();
             }
         }
-        Err(e) => problems.push(Problem::new(file_key, e.to_string())),
+        Err(e) => problems.push(Problem::new(
+            file_key,
+            format!("cannot read {}: {}", file.display(), e.kind()),
+        )),
     }
 }
 
