@@ -30,6 +30,8 @@ pub enum ChainDecision {
         backend: BackendName,
         reason: String,
     },
+    /// Too many password checks were waiting: this request was refused before it queued.
+    Busy { backend: BackendName },
 }
 
 /// One backend asked, for metrics and logs.
@@ -136,6 +138,13 @@ impl Chain {
                     }
                 }
                 Ok(AuthnOutcome::UnknownUser) => {}
+                // The backends share the password checks: asking the next one would queue too.
+                Err(BackendError::Busy { backend }) => {
+                    return ChainResult {
+                        decision: ChainDecision::Busy { backend },
+                        attempts,
+                    }
+                }
                 Err(error) => {
                     if unavailable.is_none() {
                         unavailable = Some((name, reason_of(&error)));
@@ -187,6 +196,7 @@ fn reason_of(error: &BackendError) -> String {
         BackendError::Unavailable { reason, .. } | BackendError::Unsupported { reason, .. } => {
             reason.clone()
         }
+        BackendError::Busy { .. } => error.to_string(),
     }
 }
 

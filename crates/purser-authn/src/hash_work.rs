@@ -5,7 +5,9 @@
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use purser_core::{BackendError, BackendName};
 use tokio::sync::Semaphore;
 
 /// Counts the expensive hash checks a backend ran, so tests can show that unknown users and
@@ -68,41 +70,149 @@ impl HashWork {
     }
 }
 
-/// A limiter for password checks: one permit per CPU this process may use
-/// (`available_parallelism`, which follows CPU affinity and cgroup quotas), at least one.
+/// How long a password check may expect to wait for its turn before it is refused at once
+/// ([`CheckRefused::Busy`]): a burst then costs its clients a fast retry, not a long hang.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(3);
+
+/// What a check is assumed to take before any has been measured: a cost-12 bcrypt on one core.
+/// Guessing high only shortens the first queue; fast checks correct it within a few answers.
+const FIRST_ESTIMATE: Duration = Duration::from_millis(250);
+
+/// The limiter of password checks: one permit per CPU this process may use
+/// (`available_parallelism`, which follows CPU affinity and cgroup quotas), at least one, and a
+/// bound on the queue in front of it.
 ///
 /// Give the same limiter to every hashing backend
 /// ([`crate::StaticAuthenticator::with_hash_limiter`],
 /// [`crate::HtpasswdAuthenticator::with_hash_limiter`]): logins beyond the number of cores
-/// then wait their turn in the semaphore (first come, first served) instead of as runnable
-/// threads competing with the async workers, so the server keeps answering (`/healthz`, cache
-/// hits) while bcrypt saturates the cores, at the same login throughput.
-pub fn hash_limiter() -> Arc<Semaphore> {
+/// then wait their turn (first come, first served) instead of as runnable threads competing
+/// with the async workers, so the server keeps answering (`/healthz`, cache hits) while bcrypt
+/// saturates the cores. A check that would wait longer than its bound (the checks ahead of it,
+/// times the measured time of one, shared by the permits) is refused before it queues.
+#[derive(Debug)]
+pub struct HashLimiter {
+    semaphore: Arc<Semaphore>,
+    permits: usize,
+    max_wait: Duration,
+    /// Checks waiting for a permit or running.
+    queued: AtomicUsize,
+    /// Moving average of one check's duration, in microseconds.
+    average_micros: AtomicU64,
+}
+
+impl HashLimiter {
+    /// `permits` checks at once; a check expecting to wait longer than `max_wait` is refused.
+    pub fn new(permits: usize, max_wait: Duration) -> Self {
+        let permits = permits.max(1);
+        HashLimiter {
+            semaphore: Arc::new(Semaphore::new(permits)),
+            permits,
+            max_wait,
+            queued: AtomicUsize::new(0),
+            average_micros: AtomicU64::new(FIRST_ESTIMATE.as_micros() as u64),
+        }
+    }
+
+    /// How long a check arriving now may expect to wait for a permit.
+    pub fn expected_wait(&self) -> Duration {
+        let ahead = self.queued.load(Ordering::Acquire) as u64;
+        let rounds = ahead / self.permits as u64;
+        Duration::from_micros(rounds.saturating_mul(self.average_micros.load(Ordering::Relaxed)))
+    }
+
+    fn measured(&self, took: Duration) {
+        // Quick to rise (a slower check means longer waits now), slow to fall (about the last
+        // eight checks): the bound errs on the side of refusing early.
+        let sample = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let old = self.average_micros.load(Ordering::Relaxed);
+        let new = if sample > old {
+            old / 2 + sample / 2
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.average_micros.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Permits free now (all of them when no check runs).
+    pub fn available_permits(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    /// Closes the limiter: checks not yet running are refused.
+    pub fn close(&self) {
+        self.semaphore.close();
+    }
+}
+
+/// One limiter for this machine (see [`HashLimiter`]), with the default queue bound.
+pub fn hash_limiter() -> Arc<HashLimiter> {
     let permits = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    Arc::new(Semaphore::new(permits.max(1)))
+    Arc::new(HashLimiter::new(permits, MAX_QUEUE_WAIT))
+}
+
+/// Why a password check did not give an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckRefused {
+    /// Too many checks ahead of this one: it would wait longer than the limiter's bound.
+    #[error("too many password checks are waiting; try again shortly")]
+    Busy,
+    /// The limiter was closed or the check panicked.
+    #[error("the password check did not complete")]
+    Failed,
+}
+
+/// The backend error for a check that gave no answer: busy is its own error (the server
+/// answers 503 with a short `Retry-After`), anything else is the backend being unavailable.
+pub(crate) fn refused(backend: BackendName, e: CheckRefused) -> BackendError {
+    match e {
+        CheckRefused::Busy => BackendError::Busy { backend },
+        CheckRefused::Failed => BackendError::Unavailable {
+            backend,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Leaves the queue count when a check ends, however it ends.
+struct Queued<'a>(&'a HashLimiter);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Runs one password check on the blocking pool, after taking a permit of `limiter` (held
-/// until the check ends). `None` if the check could not run (the limiter was closed or the
-/// check panicked).
+/// until the check ends), unless it would wait too long for one.
 pub(crate) async fn run_limited<T, F>(
-    limiter: &Arc<Semaphore>,
+    limiter: &Arc<HashLimiter>,
     work: &Arc<HashWork>,
     check: F,
-) -> Option<T>
+) -> Result<T, CheckRefused>
 where
     T: Send + 'static,
     F: FnOnce(&HashWork) -> T + Send + 'static,
 {
-    let permit = Arc::clone(limiter).acquire_owned().await.ok()?;
+    if limiter.expected_wait() > limiter.max_wait {
+        return Err(CheckRefused::Busy);
+    }
+    limiter.queued.fetch_add(1, Ordering::AcqRel);
+    let _queued = Queued(limiter);
+    let permit = Arc::clone(&limiter.semaphore)
+        .acquire_owned()
+        .await
+        .map_err(|_| CheckRefused::Failed)?;
     let work = Arc::clone(work);
-    tokio::task::spawn_blocking(move || {
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let _running = work.enter();
         check(&work)
     })
     .await
-    .ok()
+    .map_err(|_| CheckRefused::Failed)?;
+    limiter.measured(started.elapsed());
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -127,9 +237,53 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_limiter_runs_nothing() {
-        let limiter = Arc::new(Semaphore::new(1));
+        let limiter = Arc::new(HashLimiter::new(1, MAX_QUEUE_WAIT));
         limiter.close();
         let work = Arc::new(HashWork::default());
-        assert_eq!(run_limited(&limiter, &work, |_| 1).await, None);
+        assert_eq!(
+            run_limited(&limiter, &work, |_| 1).await,
+            Err(CheckRefused::Failed)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_that_would_wait_too_long_are_refused_at_once() {
+        // One permit, checks of 50 ms, and a queue bound of 200 ms: about four may wait.
+        let limiter = Arc::new(HashLimiter::new(1, Duration::from_millis(200)));
+        let work = Arc::new(HashWork::default());
+        let slow = |_: &HashWork| std::thread::sleep(Duration::from_millis(50));
+        // Teach the limiter what a check costs.
+        run_limited(&limiter, &work, slow).await.unwrap();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (limiter, work) = (limiter.clone(), work.clone());
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    (run_limited(&limiter, &work, slow).await, t.elapsed())
+                })
+            })
+            .collect();
+        let mut ran = 0;
+        let mut busy = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                (Ok(()), _) => ran += 1,
+                (Err(CheckRefused::Busy), took) => {
+                    busy += 1;
+                    assert!(took < Duration::from_millis(20), "refused after {took:?}");
+                }
+                (Err(e), _) => panic!("{e}"),
+            }
+        }
+        assert!(busy > 0 && ran > 0, "ran {ran}, refused {busy}");
+        assert!(ran <= 8, "{ran} checks were let wait behind a 200 ms bound");
+        // What was let in finished within the bound plus one check, roughly.
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(limiter.queued.load(Ordering::Acquire), 0);
     }
 }

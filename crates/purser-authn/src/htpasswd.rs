@@ -14,11 +14,12 @@ use async_trait::async_trait;
 use purser_core::{
     Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, Reloadable,
 };
-use tokio::sync::Semaphore;
 
 use crate::apache_file::{self, content_lines, FileError};
 use crate::hash::{dummy_bcrypt, dummy_cost, verify_bcrypt, StoredHash, DEFAULT_DUMMY_COST};
-use crate::hash_work::{hash_limiter, run_limited, HashWork, HashWorkSnapshot};
+use crate::hash_work::{
+    hash_limiter, refused, run_limited, HashLimiter, HashWork, HashWorkSnapshot,
+};
 use crate::htgroup::HtgroupDb;
 use crate::issue::{LoadIssue, Severity};
 
@@ -207,7 +208,7 @@ pub struct HtpasswdAuthenticator {
     users: Arc<Reloadable<HtpasswdDb>>,
     groups: Arc<Reloadable<HtgroupDb>>,
     work: Arc<HashWork>,
-    limiter: Arc<Semaphore>,
+    limiter: Arc<HashLimiter>,
 }
 
 impl fmt::Debug for HtpasswdAuthenticator {
@@ -231,7 +232,7 @@ impl HtpasswdAuthenticator {
 
     /// Runs the password checks under `limiter`, shared with the other hashing backends (see
     /// [`hash_limiter`]), instead of this backend's own.
-    pub fn with_hash_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+    pub fn with_hash_limiter(mut self, limiter: Arc<HashLimiter>) -> Self {
         self.limiter = limiter;
         self
     }
@@ -263,10 +264,7 @@ impl Authenticator for HtpasswdAuthenticator {
             )
         })
         .await
-        .ok_or_else(|| BackendError::Unavailable {
-            backend: "htpasswd",
-            reason: "the password check did not complete".to_owned(),
-        })?;
+        .map_err(|e| refused("htpasswd", e))?;
         Ok(match verdict {
             None => AuthnOutcome::UnknownUser,
             Some(false) => AuthnOutcome::REJECTED,
@@ -370,7 +368,10 @@ mod tests {
         let hash = crate::hash::hash_password("right", 6).unwrap();
         let text = format!("alice:{hash}\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
         let (db, _) = HtpasswdDb::parse(&text, "f").unwrap();
-        let limiter = Arc::new(tokio::sync::Semaphore::new(1));
+        let limiter = Arc::new(crate::hash_work::HashLimiter::new(
+            1,
+            std::time::Duration::from_secs(3600),
+        ));
         let auth = Arc::new(
             HtpasswdAuthenticator::new(
                 Arc::new(Reloadable::new(db)),

@@ -62,7 +62,7 @@ pub use hash::{
     credential_stamp, hash_password, HashPasswordError, BCRYPT_MAX_COST, BCRYPT_MIN_COST,
     DEFAULT_DUMMY_COST,
 };
-pub use hash_work::{hash_limiter, HashWorkSnapshot};
+pub use hash_work::{hash_limiter, CheckRefused, HashLimiter, HashWorkSnapshot, MAX_QUEUE_WAIT};
 pub use htgroup::{HtgroupDb, HtgroupError};
 pub use htpasswd::{HtpasswdAuthenticator, HtpasswdDb, HtpasswdError};
 pub use issue::{LoadIssue, Severity};

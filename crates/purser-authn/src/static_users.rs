@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity};
-use tokio::sync::Semaphore;
 
 use crate::error::AuthnError;
 use crate::hash::{bcrypt_cost, credential_stamp, dummy_bcrypt, dummy_cost, verify_bcrypt};
-use crate::hash_work::{hash_limiter, run_limited, HashWork, HashWorkSnapshot};
+use crate::hash_work::{
+    hash_limiter, refused, run_limited, HashLimiter, HashWork, HashWorkSnapshot,
+};
 
 /// `purser hash-password` writes the hashes this backend reads; kept here where callers look.
 pub use crate::hash::hash_password;
@@ -50,7 +51,7 @@ struct Users {
 pub struct StaticAuthenticator {
     users: Arc<Users>,
     work: Arc<HashWork>,
-    limiter: Arc<Semaphore>,
+    limiter: Arc<HashLimiter>,
 }
 
 impl fmt::Debug for StaticAuthenticator {
@@ -106,7 +107,7 @@ impl StaticAuthenticator {
 
     /// Runs the password checks under `limiter`, shared with the other hashing backends (see
     /// [`hash_limiter`]), instead of this backend's own.
-    pub fn with_hash_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+    pub fn with_hash_limiter(mut self, limiter: Arc<HashLimiter>) -> Self {
         self.limiter = limiter;
         self
     }
@@ -155,10 +156,7 @@ impl Authenticator for StaticAuthenticator {
             }
         })
         .await
-        .ok_or_else(|| BackendError::Unavailable {
-            backend: "static",
-            reason: "the password check did not complete".to_owned(),
-        })
+        .map_err(|e| refused("static", e))
     }
 
     async fn lookup(&self, account: &str) -> Result<Option<Identity>, BackendError> {
@@ -191,7 +189,10 @@ mod tests {
             groups: vec![],
         }])
         .unwrap();
-        let limiter = Arc::new(Semaphore::new(1));
+        let limiter = Arc::new(crate::hash_work::HashLimiter::new(
+            1,
+            std::time::Duration::from_secs(3600),
+        ));
         let auth = Arc::new(auth.with_hash_limiter(Arc::clone(&limiter)));
         let tasks: Vec<_> = (0..16)
             .map(|i| {

@@ -109,6 +109,10 @@ pub enum BackendError {
         backend: BackendName,
         reason: String,
     },
+    /// Too many password checks are waiting: this one was refused before it queued. Answered
+    /// with 503 and a short `Retry-After`; no other backend is asked (they share the checks).
+    #[error("{backend} backend is busy: too many password checks are waiting")]
+    Busy { backend: BackendName },
 }
 
 /// One authentication backend. Implementations must take the same time for unknown users as

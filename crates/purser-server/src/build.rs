@@ -17,7 +17,6 @@ use purser_authz::{Policy, PolicyAuthorizer};
 use purser_core::{Authenticator, Reloadable, Signer};
 use purser_token::{JwsSigner, KeyIdMode, TokenError};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 
 use crate::config::{Config, KeyAlg, KeyIdConfig, Problem};
 use crate::metrics::Metrics;
@@ -146,7 +145,7 @@ pub struct Ctx<'a> {
     pub mode: Mode,
     pub metrics: &'a Metrics,
     /// One bound on password hashing for every hashing backend: at most one check per CPU.
-    pub hash_limiter: Arc<Semaphore>,
+    pub hash_limiter: Arc<purser_authn::HashLimiter>,
     sources: Vec<Source>,
     flags: Vec<Arc<Loaded>>,
     problems: Vec<Problem>,

@@ -147,6 +147,9 @@ where
 
 type Refused = (ApiError, LoginVerdict);
 
+/// How long a client refused for a full password-check queue is told to wait.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A password login through the chain, with its metrics.
 async fn password(settings: &AuthnSettings, creds: &Credentials) -> Result<Caller, Refused> {
     let result = settings.chain.authenticate(creds).await;
@@ -183,6 +186,19 @@ async fn password(settings: &AuthnSettings, creds: &Credentials) -> Result<Calle
                 accounts: vec![creds.username.clone()],
             },
         )),
+        ChainDecision::Busy { backend } => {
+            tracing::warn!(
+                backend,
+                "too many password checks waiting: answering 503 at once"
+            );
+            Err((
+                ApiError::Unavailable {
+                    retry_after: BUSY_RETRY,
+                    message: "the server is busy checking passwords; try again shortly".into(),
+                },
+                LoginVerdict::NotChecked,
+            ))
+        }
         ChainDecision::Unavailable { backend, reason } => {
             tracing::warn!(backend, %reason, "no backend could decide: answering 503");
             Err((
