@@ -49,7 +49,7 @@ pub fn openssl_stdout(args: &[&str]) -> Vec<u8> {
 }
 
 /// The libtrust key id (registry 2.x) of a certificate's or key's public key, computed with
-/// openssl: base32(sha256(DER SubjectPublicKeyInfo)[:30]) in 12 groups of 4 joined by ':'.
+/// openssl: `base32(sha256(DER SubjectPublicKeyInfo)[:30])` in 12 groups of 4 joined by ':'.
 /// `is_cert` tells whether `pem` is an X.509 certificate or a private key.
 pub fn libtrust_kid_openssl(pem: &Path, is_cert: bool) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
