@@ -18,14 +18,12 @@
 //! `&&` and `\` continuations, which trycmd does not run (it executes one program per line, no
 //! shell). Expected output is compared by snapbox, with its `[..]` wildcard.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use purser_testkit::*;
 use serde_json::json;
-use support::*;
 
 /// One fenced block of a Markdown file.
 #[derive(Debug)]
@@ -288,7 +286,7 @@ fn htgroup(b: &Block, policy: &Block) {
     );
     for w in &words {
         let token = p.token_for((w, "pw"), &["repository:team/app:pull,push"]);
-        let access = support::policy::access_of(&token);
+        let access = purser_testkit::policy::access_of(&token);
         let got = access
             .get("repository:team/app")
             .cloned()

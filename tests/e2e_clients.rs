@@ -11,16 +11,14 @@
 //! The suite prints each client's version and what each sent to purser (GET or POST requests),
 //! the facts docs/compatibility.md is written from.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use purser_testkit::clients::*;
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::clients::*;
-use support::*;
 
 /// carol lives in the htpasswd file (so she can be removed while purser runs) and is the
 /// account the docker client logs in with.

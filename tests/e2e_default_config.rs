@@ -2,12 +2,10 @@
 //! demo configuration committed in the repository runs as is (demo user `demo`, password
 //! `demo`). The config folder is copied so the run writes nothing into the repository.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
-use support::*;
+use purser_testkit::*;
 
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");

@@ -4,14 +4,12 @@
 //! 2.8 a working exchange is reported, and a registry that trusts another key, or gets a kid it
 //! never accepts, is named as such.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::*;
 use tempfile::TempDir;
 
 /// purser's config (the e2e base with a fixed listen address) and an RSA key with its

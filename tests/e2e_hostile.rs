@@ -5,8 +5,6 @@
 //! `Retry-After` when load is shed), the process stays up, and well-formed requests made during
 //! the barrage are served.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use data_encoding::BASE64;
+use purser_testkit::*;
 use rand::{Rng, RngCore, SeedableRng};
-use support::*;
 
 /// What came back on a raw connection: a status (with its headers), or the connection closed
 /// without an answer.

@@ -2,15 +2,13 @@
 //! while purser runs: live edits, htgroup groups through the real registry, the credential
 //! cache, and hostile files. Each test starts its own processes.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// How long a live edit of the htpasswd file may take to apply (issue 3's promise).
 const LIVE_EDIT: Duration = Duration::from_secs(2);

@@ -1,15 +1,13 @@
-//! End to end with a real OpenLDAP directory (`slapd`, started by `support::slapd`): directory
-//! groups through the real registry, injection through the token endpoint, an outage and its
-//! recovery, and many concurrent logins through the service-account pool. Each test starts its
-//! own processes.
-
-mod support;
+//! End to end with a real OpenLDAP directory (`slapd`, started by `purser_testkit::slapd`):
+//! directory groups through the real registry, injection through the token endpoint, an outage
+//! and its recovery, and many concurrent logins through the service-account pool. Each test
+//! starts its own processes.
 
 use std::time::{Duration, Instant};
 
+use purser_testkit::slapd::{self, Slapd};
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::slapd::{self, Slapd};
-use support::*;
 
 const POOL_SIZE: usize = 4;
 /// Bound for waits that are not themselves under test.

@@ -3,11 +3,9 @@
 //! (uid compares after case folding, Unicode normalisation and space trimming), so the policy, the group lookups, the token's `sub`
 //! and the failed-login lockout must all see `carol`. Each test starts its own slapd and purser.
 
-mod support;
-
+use purser_testkit::slapd::{self, Slapd};
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::slapd::{self, Slapd};
-use support::*;
 
 const TEAM: &str = "repository:team/app:pull,push";
 const MAX_FAILURES: usize = 3;

@@ -1,13 +1,11 @@
 //! `/readyz` follows the directory: with a real OpenLDAP server stopped and started again, and
 //! no login in between, readiness turns 503 within seconds and back to 200 as soon after.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use purser_testkit::slapd::{self, Slapd};
+use purser_testkit::*;
 use serde_json::json;
-use support::slapd::{self, Slapd};
-use support::*;
 
 /// How soon `/readyz` must follow the directory: the backend reuses a probe's answer for 2 s,
 /// and a probe of a stopped directory takes at most the LDAP timeout (2 s below); the rest is

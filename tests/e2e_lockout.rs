@@ -3,10 +3,8 @@
 //! locked, and other callers unaffected. Client addresses are simulated with `X-Forwarded-For`
 //! from a trusted proxy (the test itself, on 127.0.0.1).
 
-mod support;
-
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::*;
 
 const MAX: usize = 5;
 const LOCKOUT_SECS: u64 = 300;

@@ -3,17 +3,15 @@
 //! shutdown under load, HTTPS with certificate reload through the real registry and skopeo, and
 //! JSON logs (request ids, nothing secret).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
+use purser_testkit::ops::*;
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::ops::*;
-use support::*;
 
 const CAROL: (&str, &str) = ("carol", "carol-secret");
 const DAVE: (&str, &str) = ("dave", "dave-secret");

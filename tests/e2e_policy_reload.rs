@@ -2,14 +2,12 @@
 //! within two seconds, a broken one leaves the previous policy serving and shows in the log and
 //! the metrics, fixing it applies it; by file events and by SIGHUP; edits in place and by rename.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use support::policy::*;
-use support::*;
+use purser_testkit::policy::*;
+use purser_testkit::*;
 
 /// alice owns alice/**; nothing on shared/**.
 const V0: &str = r#"rules:

@@ -2,11 +2,9 @@
 //! audit record of every token request, and a live edit that lets a refused push through the
 //! real registry without a restart.
 
-mod support;
-
+use purser_testkit::policy::*;
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::policy::*;
-use support::*;
 
 const IP_POLICY: &str = r#"rules:
   - name: office network

@@ -2,15 +2,13 @@
 //! promised, `purser check-config` validates the policy, and the examples of docs/policy.md are
 //! true of the running code.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use purser_testkit::policy::*;
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::policy::*;
-use support::*;
 
 const EXAMPLES: &str = include_str!("fixtures/policy/examples.yaml");
 const EXAMPLES_CASES: &str = "tests/fixtures/policy/examples-cases.yaml";

@@ -4,15 +4,13 @@
 //! page says. skopeo then pushes and pulls as the page's user, and pulls `public/**`
 //! anonymously, as the page's policy promises.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::policy::{access_of, write_by_rename};
-use support::*;
+use purser_testkit::policy::{access_of, write_by_rename};
+use purser_testkit::*;
 
 const PAGE: &str = "docs/quickstart.md";
 const DEBIAN_REGISTRY_CONFIG: &str = "/etc/docker/registry/config.yml";

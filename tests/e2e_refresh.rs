@@ -3,14 +3,12 @@
 //! same refresh token), a password change ends the sessions opened with the old password, and
 //! refresh grants go through the failed-login limit.
 
-mod support;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// Bound for a live reload to be seen.
 const SETTLE: Duration = Duration::from_secs(20);

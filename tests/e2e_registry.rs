@@ -1,10 +1,8 @@
 //! End to end with the real distribution registry and skopeo: purser issues the tokens, the
 //! registry verifies them, skopeo pushes and pulls. Each test starts its own processes.
 
-mod support;
-
+use purser_testkit::*;
 use serde_json::json;
-use support::*;
 
 #[test]
 fn owner_pushes_pulls_back_identical_bytes_and_mounts_across_repositories() {

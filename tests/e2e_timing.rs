@@ -7,13 +7,11 @@
 //! off, and a failed comparison is measured once more before the test fails. bcrypt cost 5 keeps
 //! each sample short while the hash still dominates the request.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use purser_testkit::slapd::{self, Slapd};
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::slapd::{self, Slapd};
-use support::*;
 
 const SAMPLES: usize = 40;
 const WARMUP: usize = 5;

@@ -1,12 +1,10 @@
 //! The token endpoint over real HTTP: the claims of issued tokens, and answers to bad input.
 //! Each test starts its own purser.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::*;
 
 fn config_with_lifetime(lifetime: &str) -> Value {
     let mut c = base_config();

@@ -1,6 +1,4 @@
-//! The `ldap` backend against a real OpenLDAP server (see `support/slapd.rs`).
-
-mod support;
+//! The `ldap` backend against a real OpenLDAP server (see `purser_testkit::slapd`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +6,7 @@ use std::time::Duration;
 use purser_authn::conformance;
 use purser_authn::ldap::{LdapAuthenticator, LdapSettings};
 use purser_core::{Authenticator, AuthnOutcome, BackendError, Credentials, Identity, Password};
-use support::slapd::{self, Slapd};
+use purser_testkit::slapd::{self, Slapd};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 

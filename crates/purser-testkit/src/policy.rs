@@ -1,72 +1,24 @@
-//! Helpers for the policy tests: editing a watched file the ways operators do, signalling
-//! purser, reading metrics, a background loop of token requests, and parsing `policy explain`
+//! Helpers for the policy tests: editing a watched file the ways operators do, a background loop of token requests, and parsing `policy explain`
 //! output and audit records.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::{parse_metrics, wait_until, Http, Jwt, Purser, SERVICE};
+use crate::http::Http;
+use crate::jwt::Jwt;
+use crate::purser::{Purser, SERVICE};
+use crate::wait::wait_until;
 
 /// How soon an edit of the policy must be in force (the operator's promise).
 pub const APPLY_BOUND: Duration = Duration::from_secs(2);
 /// Bound on waiting for something that has no promised delay (a failure to be counted).
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
-
-impl Purser {
-    /// The process id, to send it signals.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGHUP.
-    pub fn sighup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP failed");
-    }
-
-    /// The value of the series `name` whose labels include `labels`; 0 when absent.
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let resp = Http::get(&self.metrics_url()).send().expect("GET /metrics");
-        assert_eq!(resp.status, 200, "GET /metrics: {}", resp.text());
-        metric_in(&resp.text(), name, labels)
-    }
-
-    /// The audit records printed so far (log.format json), in order.
-    pub fn audit_records(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "purser::audit")
-            .collect()
-    }
-}
-
-/// The value of a series in a Prometheus text exposition; 0 when absent.
-pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    parse_metrics(text)
-        .into_iter()
-        .find(|(key, _)| {
-            let (n, rest) = key.split_once('{').unwrap_or((key.as_str(), ""));
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|(_, v)| v)
-        .unwrap_or(0.0)
-}
 
 /// `purser_reloads_total{source="policy",outcome=...}`.
 pub fn policy_reloads(p: &Purser, outcome: &str) -> f64 {
@@ -211,6 +163,7 @@ pub struct Seen {
     pub sent: Instant,
     /// When its answer arrived.
     pub received: Instant,
+    /// The access claim of the token it got.
     pub access: BTreeMap<String, Vec<String>>,
 }
 
@@ -224,6 +177,7 @@ pub struct Hammer {
 }
 
 impl Hammer {
+    /// Starts the loop: GET `url` with `creds` (Basic) for `scopes`, again and again.
     pub fn start(
         url: String,
         creds: (&'static str, &'static str),
@@ -367,6 +321,7 @@ impl Drop for Hammer {
 /// One line of `purser policy explain`: `SCOPE -> ACTIONS (RULE)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExplainLine {
+    /// The scope asked about.
     pub scope: String,
     /// Empty for `nothing`.
     pub granted: Vec<String>,
@@ -376,6 +331,8 @@ pub struct ExplainLine {
     pub rule: Option<(u64, String)>,
 }
 
+/// Parses the output of `purser policy explain`, one [`ExplainLine`] a line; panics on a line
+/// of another shape.
 pub fn parse_explain(stdout: &str) -> Vec<ExplainLine> {
     stdout
         .lines()

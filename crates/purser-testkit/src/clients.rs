@@ -12,18 +12,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{file_tail, random_hex, require_program, wait_until, Outcome, READY_TIMEOUT};
+use crate::process::{file_tail, random_hex, require_program, Outcome};
+use crate::wait::{wait_until, READY_TIMEOUT};
 
 /// How long one client command may run before it is killed and the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a daemon may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The docker CLI.
 pub const DOCKER: &str = "/usr/bin/docker";
+/// The docker daemon.
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The containerd daemon.
 pub const CONTAINERD: &str = "/usr/bin/containerd";
+/// containerd's CLI.
 pub const CTR: &str = "/usr/bin/ctr";
+/// podman.
 pub const PODMAN: &str = "/usr/bin/podman";
+/// buildah.
 pub const BUILDAH: &str = "/usr/bin/buildah";
 
 /// Paths the clients write outside their own roots (measured), deepest first, plus the places
@@ -197,6 +204,7 @@ impl Default for HostGuard {
 }
 
 impl HostGuard {
+    /// Takes the inventory: which known outside paths exist, what the watched folders hold.
     pub fn new() -> HostGuard {
         HostGuard {
             existed: OUTSIDE_PATHS
@@ -281,6 +289,7 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
+    /// Starts dockerd under `BASE/dockerd` and waits until `docker version` answers.
     pub fn start(base: &Path) -> Dockerd {
         require_program(DOCKERD, "docker.io");
         require_program(DOCKER, "docker.io");
@@ -353,12 +362,15 @@ impl Dockerd {
         run_bounded(cmd, COMMAND_TIMEOUT, &self.dir)
     }
 
+    /// dockerd's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The tail of dockerd's log, for failure messages.
     pub fn log_tail(&self) -> String {
         format!("--- dockerd (tail):\n{}", file_tail(&self.log, 4000))
     }
+    /// Stops dockerd: SIGTERM, then SIGKILL after a bound.
     pub fn stop(&mut self) {
         stop_child(&mut self.child, "dockerd");
     }
@@ -383,6 +395,7 @@ pub struct Containerd {
 }
 
 impl Containerd {
+    /// Starts containerd under `BASE/containerd` and waits until `ctr version` answers.
     pub fn start(base: &Path) -> Containerd {
         require_program(CONTAINERD, "containerd");
         require_program(CTR, "containerd");
@@ -459,12 +472,15 @@ impl Containerd {
         run_bounded(cmd, COMMAND_TIMEOUT, &self.dir)
     }
 
+    /// containerd's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The tail of containerd's log, for failure messages.
     pub fn log_tail(&self) -> String {
         format!("--- containerd (tail):\n{}", file_tail(&self.log, 4000))
     }
+    /// Stops containerd: SIGTERM, then SIGKILL after a bound.
     pub fn stop(&mut self) {
         stop_child(&mut self.child, "containerd");
     }
@@ -488,10 +504,12 @@ pub struct Containers {
 }
 
 impl Containers {
+    /// podman with its storage under `BASE/podman`.
     pub fn podman(base: &Path) -> Containers {
         require_program(PODMAN, "podman");
         Containers::new(PODMAN, base.join("podman"))
     }
+    /// buildah with its storage under `BASE/buildah`.
     pub fn buildah(base: &Path) -> Containers {
         require_program(BUILDAH, "buildah");
         Containers::new(BUILDAH, base.join("buildah"))
@@ -515,6 +533,7 @@ impl Containers {
         Containers { bin, dir, policy }
     }
 
+    /// True for podman, false for buildah.
     pub fn is_podman(&self) -> bool {
         self.bin == PODMAN
     }
@@ -549,6 +568,7 @@ impl Containers {
         ]
     }
 
+    /// The program's folder (storage, run root, policy).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

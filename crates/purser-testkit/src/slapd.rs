@@ -19,22 +19,31 @@
 //!   posixGroup `contractors` (`memberUid: bob`, for `(memberUid={username})` filters).
 //!
 //! Every user's password is [`password_of`] its uid.
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ports::free_port;
+
+/// The OpenLDAP server program.
 pub const SLAPD: &str = "/usr/sbin/slapd";
+/// The directory's suffix.
 pub const SUFFIX: &str = "dc=example,dc=org";
+/// The database's root DN (bypasses access control).
 pub const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
+/// The root DN's password.
 pub const ROOT_PASSWORD: &str = "root-secret";
+/// The service account purser binds as to search.
 pub const SERVICE_DN: &str = "cn=purser,ou=services,dc=example,dc=org";
+/// The service account's password.
 pub const SERVICE_PASSWORD: &str = "service-secret";
+/// Where the users are.
 pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
+/// Where the groups are.
 pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
 /// The users of the seed besides `user01`..`user20`.
 pub const USERS: &[&str] = &["alice", "bob", "carol", "zoë", "dan, jr"];
@@ -55,10 +64,13 @@ pub fn numbered_users() -> Vec<String> {
     (1..=20).map(|i| format!("user{i:02}")).collect()
 }
 
+/// A running slapd (see the module's documentation), killed on drop.
 pub struct Slapd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The `ldap://` port (plain and StartTLS).
     pub port: u16,
+    /// The `ldaps://` port.
     pub tls_port: u16,
 }
 
@@ -93,10 +105,12 @@ impl Slapd {
         slapd
     }
 
+    /// `ldap://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// `ldaps://127.0.0.1:TLS_PORT`.
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://127.0.0.1:{}", self.tls_port)
     }
@@ -106,6 +120,7 @@ impl Slapd {
         self.dir.path().join("ca.pem")
     }
 
+    /// The server's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("slapd.log")
     }
@@ -226,51 +241,6 @@ impl Drop for Slapd {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-}
-
-/// A port on 127.0.0.1 for a test server to listen on (slapd here; every server of the root
-/// tests too, which share this file): free a moment ago, never handed out before by this process,
-/// and below the kernel's ephemeral range, so that neither another test's server nor an outgoing
-/// connection (whose local port comes from that range) can take it before the server binds it.
-pub fn free_port() -> u16 {
-    use std::hash::BuildHasher;
-    use std::sync::Mutex;
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    const LOW: u16 = 10_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let take = |port: u16, given: &mut Vec<u16>| {
-        let fresh = !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if fresh {
-            given.push(port);
-        }
-        fresh
-    };
-    if ephemeral_low > LOW + 1_000 {
-        // A random start (std's per-process random hasher keys), then every port in turn.
-        let span = ephemeral_low - LOW;
-        let start = (std::collections::hash_map::RandomState::new().hash_one(given.len())
-            % u64::from(span)) as u16;
-        for i in 0..span {
-            let port = LOW + (start + i) % span;
-            if take(port, &mut given) {
-                return port;
-            }
-        }
-    }
-    // No room below the ephemeral range: let the kernel choose, still never twice.
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        if take(port, &mut given) {
-            return port;
         }
     }
 }

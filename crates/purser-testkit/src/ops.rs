@@ -3,6 +3,7 @@
 //! certificate's fingerprint, HTTPS requests with openssl, and checks of JSON logs.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,8 +11,17 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use super::*;
+use crate::http::Http;
+use crate::openssl::openssl_stdout;
+use crate::ports::free_port;
+use crate::process::{
+    file_tail, kill_child, log_files, random_hex, require_on_path, require_program,
+};
+use crate::purser::{purser_bin, set_path, Prepared, Purser, ISSUER, SERVICE};
+use crate::registry::{registry_context, yaml_str, Registry, DOCKER_REGISTRY};
+use crate::wait::{wait_until, READY_TIMEOUT};
 
+/// Prometheus's checker (Debian's `prometheus`).
 pub const PROMTOOL: &str = "/usr/bin/promtool";
 
 // ---------------------------------------------------------------------------------------------
@@ -20,11 +30,19 @@ pub const PROMTOOL: &str = "/usr/bin/promtool";
 /// A certificate authority for one test, with leaf certificates for 127.0.0.1 issued on demand.
 pub struct TestCa {
     dir: TempDir,
+    /// The CA's certificate (PEM), the bundle clients trust.
     pub cert: PathBuf,
     key: PathBuf,
 }
 
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
 impl TestCa {
+    /// A fresh CA (P-256, valid two days) in its own temporary folder.
     pub fn new() -> TestCa {
         let dir = tempfile::Builder::new()
             .prefix("purser-ca-")
@@ -140,6 +158,7 @@ pub fn fingerprint_of_pem(pem: &[u8]) -> String {
         .unwrap_or_else(|| panic!("unexpected fingerprint output {text:?}"))
 }
 
+/// The SHA-256 fingerprint of the certificate in the PEM file `cert`.
 pub fn fingerprint_of_file(cert: &Path) -> String {
     fingerprint_of_pem(&fs::read(cert).expect("read certificate"))
 }
@@ -173,7 +192,9 @@ pub fn served_fingerprint(port: u16) -> Option<String> {
 
 /// An HTTPS answer.
 pub struct HttpsResponse {
+    /// The status code.
     pub status: u16,
+    /// Everything after the header block, as text.
     pub body: String,
 }
 
@@ -244,6 +265,7 @@ pub enum Wait {
 
 /// How the token listener is reached.
 pub enum Scheme<'a> {
+    /// Plain HTTP.
     Http,
     /// HTTPS, verified against this CA bundle.
     Https(&'a Path),
@@ -282,7 +304,9 @@ pub fn start_purser(
         Scheme::Http => {
             matches!(Http::get(&format!("{}{path}", p.base_url())).send(), Ok(r) if r.status == 200)
         }
-        Scheme::Https(ca) => matches!(https_get(Some(ca), p.port, path), Ok(r) if r.status == 200),
+        Scheme::Https(ca) => {
+            matches!(https_get(Some(ca), p.port(), path), Ok(r) if r.status == 200)
+        }
     });
     p
 }

@@ -1,13 +1,11 @@
-//! Self-tests of the end-to-end harness itself, independent of purser: a registry without
-//! authentication, a skopeo round trip of a generated OCI image, the HTTP client, the tar
-//! builder and the openssl key-id computation against a known vector.
-
-mod support;
+//! Self-tests of the test kit, independent of purser: a registry without authentication, a
+//! skopeo round trip of a generated OCI image, the HTTP client, the tar builder, the openssl
+//! key-id computation against a known vector, the log check and the free ports.
 
 use std::path::Path;
 use std::process::Command;
 
-use support::*;
+use purser_testkit::*;
 
 #[test]
 fn registry_without_auth_round_trips_an_image_byte_for_byte() {
@@ -416,17 +414,11 @@ fn skopeo_reads_an_identity_token_auth_file_and_posts_the_refresh_grant() {
 /// The log check every Purser handle runs when dropped finds what it looks for, and only that.
 #[test]
 fn log_secret_check_finds_passwords_and_tokens() {
-    assert_eq!(
-        support::secret_in_log("INFO token request account=\"alice\""),
-        None
-    );
-    assert!(support::secret_in_log("password alice-secret").is_some());
-    assert!(support::secret_in_log("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln").is_some());
+    assert_eq!(secret_in_log("INFO token request account=\"alice\""), None);
+    assert!(secret_in_log("password alice-secret").is_some());
+    assert!(secret_in_log("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln").is_some());
     // A lone base64url run starting like a JSON object is not a token.
-    assert_eq!(
-        support::secret_in_log("x5c eyJhbGciOiJSUzI1NiJ9 only"),
-        None
-    );
+    assert_eq!(secret_in_log("x5c eyJhbGciOiJSUzI1NiJ9 only"), None);
 }
 
 #[test]

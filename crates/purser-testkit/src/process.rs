@@ -1,0 +1,88 @@
+//! Running the programs the tests need: install checks, log files and their tails, stopping,
+//! and what a run printed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use rand::RngCore;
+
+/// The last `max` characters of a file, for failure messages.
+pub fn file_tail(path: &Path, max: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let start = text.len().saturating_sub(max);
+    let start = (start..=text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    text[start..].to_string()
+}
+
+/// Panics with an install hint when `path` is not an executable file.
+pub fn require_program(path: &str, package: &str) {
+    assert!(
+        Path::new(path).is_file(),
+        "{path} is missing: install the Debian package `{package}` (scripts/test does it)"
+    );
+}
+
+/// Finds `name` on PATH or panics with an install hint.
+pub fn require_on_path(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` is not on PATH: install the Debian package `{package}` (scripts/test does it)"
+    );
+}
+
+/// Creates `NAME.stdout` and `NAME.stderr` in `dir`; returns their paths and the two files as
+/// a child's stdout and stderr.
+pub(crate) fn log_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, Stdio, Stdio) {
+    let out = dir.join(format!("{name}.stdout"));
+    let err = dir.join(format!("{name}.stderr"));
+    let o = fs::File::create(&out).expect("create stdout log");
+    let e = fs::File::create(&err).expect("create stderr log");
+    (out, err, Stdio::from(o), Stdio::from(e))
+}
+
+/// Kills `child` unless it has exited, and reaps it.
+pub(crate) fn kill_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// `n` random bytes in lower-case hex: unique names, throwaway secrets.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut b);
+    data_encoding::HEXLOWER.encode(&b)
+}
+
+/// What a program run (skopeo, a container client) printed.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The program exited with status 0.
+    pub ok: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with the output unless the run succeeded.
+    pub fn expect_ok(self, what: &str) -> Outcome {
+        assert!(
+            self.ok,
+            "{what} failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
