@@ -4,16 +4,14 @@
 //! answered 503 with `Retry-After` at once; none waits for the 30-s request timeout; `/healthz`
 //! answers throughout.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use data_encoding::BASE64;
 use purser_server::stack::MAX_IN_FLIGHT;
+use purser_testkit::*;
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
