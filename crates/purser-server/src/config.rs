@@ -17,9 +17,10 @@
 //! ```
 
 mod load;
-mod problem;
+pub mod problem;
 mod redact;
 mod validate;
+pub mod values;
 mod yaml;
 
 pub use load::{LoadOptions, Loaded};
@@ -30,96 +31,11 @@ pub use yaml::Yaml;
 pub use crate::backends::{
     AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser,
 };
-pub(crate) use load::{read_twin, resolve};
-pub(crate) use redact::redacted_if_set;
+pub use values::HumanDuration;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-/// A duration written `300s`, `5m`, `12h`, `30d` (also `0s`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub const fn secs(s: u64) -> Self {
-        HumanDuration(Duration::from_secs(s))
-    }
-    pub fn as_secs(&self) -> u64 {
-        self.0.as_secs()
-    }
-}
-
-impl std::str::FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| {
-            format!(
-                "invalid duration {s:?}: write a whole number and a unit, e.g. 300s, 5m, 12h, 30d"
-            )
-        })?;
-        let mult = match unit {
-            "ms" => return Ok(HumanDuration(Duration::from_millis(n))),
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86400,
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: the unit must be ms, s, m, h or d"
-                ))
-            }
-        };
-        n.checked_mul(mult)
-            .map(|v| HumanDuration(Duration::from_secs(v)))
-            .ok_or_else(|| format!("duration {s:?} is too large"))
-    }
-}
-
-impl std::fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = self.0;
-        if d.subsec_millis() != 0 {
-            return write!(f, "{}ms", d.as_millis());
-        }
-        let s = d.as_secs();
-        if s != 0 && s % 86400 == 0 {
-            write!(f, "{}d", s / 86400)
-        } else if s != 0 && s % 3600 == 0 {
-            write!(f, "{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
-            write!(f, "{}m", s / 60)
-        } else {
-            write!(f, "{s}s")
-        }
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Environment variables arrive as integers when they look like one; accept seconds then.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(HumanDuration::secs(n)),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 /// The whole configuration. Every section has defaults, so an empty file is valid.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,9 @@ use purser_core::{Authenticator, Reloadable};
 use serde::{Deserialize, Serialize};
 
 use super::Backend;
-use crate::build::{BuildError, Ctx, Parsed};
-use crate::config::{resolve, Problem};
+use crate::build::ctx::{BuildError, Ctx, Parsed};
+use crate::config::problem::Problem;
+use crate::config::values::resolve;
 
 /// Keys holding secrets: none (the file holds hashes; its path is not secret).
 pub(crate) const SECRET_KEYS: &[&str] = &[];

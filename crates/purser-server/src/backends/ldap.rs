@@ -9,8 +9,9 @@ use purser_core::Authenticator;
 use serde::{Deserialize, Serialize};
 
 use super::Backend;
-use crate::build::{BuildError, Ctx, Mode};
-use crate::config::{read_twin, redacted_if_set, resolve, HumanDuration, Problem};
+use crate::build::ctx::{BuildError, Ctx, Mode};
+use crate::config::problem::Problem;
+use crate::config::values::{read_twin, redacted_if_set, resolve, HumanDuration};
 use crate::metrics::Metrics;
 
 /// Keys holding secrets.

@@ -31,8 +31,9 @@ use std::sync::Arc;
 use purser_core::Authenticator;
 use serde::{Deserialize, Serialize};
 
-use crate::build::{BuildError, Ctx};
-use crate::config::{HumanDuration, Problem};
+use crate::build::ctx::{BuildError, Ctx};
+use crate::config::problem::Problem;
+use crate::config::values::HumanDuration;
 
 /// The backends the chain can hold: a closed set, so that every `match` on it names them all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -9,8 +9,9 @@ use purser_core::Authenticator;
 use serde::{Deserialize, Serialize};
 
 use super::Backend;
-use crate::build::{BuildError, Ctx};
-use crate::config::{read_twin, redacted_if_set, resolve, Problem};
+use crate::build::ctx::{BuildError, Ctx};
+use crate::config::problem::Problem;
+use crate::config::values::{read_twin, redacted_if_set, resolve};
 
 /// Keys holding secrets.
 pub(crate) const SECRET_KEYS: &[&str] = &["password_hash"];

@@ -9,6 +9,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
 
 use super::problem::{find_line, suggest};
+use super::values::resolve;
 use super::{Config, ConfigErrors, LogLevel, Problem, ProblemSource, Yaml};
 
 /// The file read when no `--config` is given, relative to the current directory, if it exists.
@@ -19,8 +20,6 @@ pub const ENV_PREFIX: &str = "PURSER_";
 pub const ENV_SEPARATOR: &str = "__";
 
 const FLAGS_LAYER: &str = "command-line flags";
-/// A secret file larger than this is a mistake, not a password.
-const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// A config file larger than this is not one (the reference config is a few KiB).
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 /// Bound on extraction rounds when collecting key and type errors.
@@ -385,13 +384,6 @@ fn remove_path(value: &mut Value, path: &[String]) -> bool {
     }
 }
 
-/// A relative, non-empty path becomes a path under `base`.
-pub(crate) fn resolve(path: &mut PathBuf, base: &Path) {
-    if !path.as_os_str().is_empty() && path.is_relative() {
-        *path = base.join(&*path);
-    }
-}
-
 /// The single post-extraction rewrite of values: relative paths become paths under `base`.
 fn resolve_paths(c: &mut Config, base: &Path) {
     resolve(&mut c.server.tls.cert_file, base);
@@ -408,46 +400,6 @@ fn resolve_paths(c: &mut Config, base: &Path) {
 /// Reads every `*_file` secret twin into its plain field.
 fn read_secrets(c: &mut Config, problems: &mut Vec<Problem>) {
     c.authn.read_secrets(problems);
-}
-
-/// Reads the secret file twin of `key` into `value`: `file` set and `value` too is a problem, as
-/// is a file that is unreadable, empty or larger than a secret can be.
-pub(crate) fn read_twin(
-    value: &mut String,
-    file: Option<&Path>,
-    key: &str,
-    problems: &mut Vec<Problem>,
-) {
-    let Some(file) = file.filter(|f| !f.as_os_str().is_empty()) else {
-        return;
-    };
-    let file_key = format!("{key}_file");
-    let leaf = key.rsplit('.').next().unwrap_or(key);
-    if !value.is_empty() {
-        let env = format!("PURSER_{}", file_key.replace('.', "__").to_uppercase());
-        problems.push(Problem::new(
-            file_key,
-            format!("set either {leaf} or {leaf}_file, not both (an empty {leaf}_file unsets it, e.g. {env}=\"\")"),
-        ));
-        return;
-    }
-    match purser_fs::read_text(file, MAX_SECRET_FILE) {
-        Ok(text) => {
-            let secret = text.trim_end_matches(['\n', '\r']);
-            if secret.is_empty() {
-                problems.push(Problem::new(
-                    file_key,
-                    format!("{} is empty", file.display()),
-                ));
-            } else {
-                *value = secret.to_string();
-            }
-        }
-        Err(e) => problems.push(Problem::new(
-            file_key,
-            format!("cannot read {}: {}", file.display(), e.kind()),
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -2,17 +2,7 @@
 
 use super::Config;
 
-/// What stands in for a secret in printed configuration and `Debug` output.
-pub const REDACTED: &str = "<redacted>";
-
-/// `REDACTED` for a set secret, `""` for an unset one (so a reader still sees whether it is set).
-pub(crate) fn redacted_if_set(secret: &str) -> &'static str {
-    if secret.is_empty() {
-        ""
-    } else {
-        REDACTED
-    }
-}
+pub use super::values::REDACTED;
 
 impl Config {
     /// The configuration as YAML, every secret (static users' `password_hash`, LDAP

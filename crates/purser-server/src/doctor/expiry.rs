@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use purser_token::{cert_not_after, cert_public_key};
 
-use super::keys::{OurKey, Trust};
+use super::material::{OurKey, Trust};
 use super::{Finding, RegistryToken, EXPIRY_WARNING};
 
 /// Certificates in use that expired or end within [`EXPIRY_WARNING`]: purser's chain (sent as

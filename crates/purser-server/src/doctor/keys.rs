@@ -1,32 +1,17 @@
 //! The key: purser's signing key and certificate chain, what the registry trusts (its
 //! `rootcertbundle` and 3.x's `jwks`), and the per-version checks run over both.
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
-use purser_token::{cert_public_key, load_cert_chain, KeyIdMode, PublicKey};
+use purser_token::{cert_public_key, load_cert_chain, KeyIdMode};
 use serde_json::Value as Json;
 
 use super::expiry::check_expiry;
+use super::material::{OurKey, Trust};
 use super::registry_config::read_bounded;
 use super::trust::version_checks;
 use super::{Finding, RegistryToken, RegistryVersion, Status};
 use crate::config::Config;
-
-/// Purser's side of the key: the public key, the kid mode, and the certificate chain sent as x5c.
-pub(crate) struct OurKey {
-    pub(crate) public: PublicKey,
-    pub(crate) mode: KeyIdMode,
-    pub(crate) chain: Vec<Vec<u8>>,
-    pub(crate) cert_file: Option<PathBuf>,
-}
-
-/// What the registry trusts.
-pub(crate) struct Trust {
-    pub(crate) bundle: Vec<Vec<u8>>,
-    pub(crate) bundle_keys: Vec<PublicKey>,
-    pub(crate) jwks: Vec<Json>,
-}
 
 /// purser's signing key (and certificate chain) against what the registry trusts, for the
 /// registry's version or, when unknown, for both; then the certificates' expiry.

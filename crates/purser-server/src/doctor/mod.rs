@@ -41,6 +41,7 @@ mod clock;
 mod expiry;
 mod identity;
 mod keys;
+mod material;
 mod online;
 mod realm;
 mod registry_config;

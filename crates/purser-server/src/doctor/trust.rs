@@ -7,7 +7,7 @@ use std::path::Path;
 use purser_token::{distribution_thumbprint, jwk_of, libtrust_key_id, Alg, KeyIdMode, PublicKey};
 use serde_json::Value as Json;
 
-use super::keys::{OurKey, Trust};
+use super::material::{OurKey, Trust};
 use super::{Finding, RegistryToken, RegistryVersion};
 
 /// True when the JWK describes `key` (same type and parameters).
