@@ -18,6 +18,12 @@
 //! `&&` and `\` continuations, which trycmd does not run (it executes one program per line, no
 //! shell). Expected output is compared by snapbox, with its `[..]` wildcard.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

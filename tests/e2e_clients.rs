@@ -11,6 +11,12 @@
 //! The suite prints each client's version and what each sent to purser (GET or POST requests),
 //! the facts docs/compatibility.md is written from.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

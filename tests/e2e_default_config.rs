@@ -2,6 +2,12 @@
 //! demo configuration committed in the repository runs as is (demo user `demo`, password
 //! `demo`). The config folder is copied so the run writes nothing into the repository.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::path::Path;
 

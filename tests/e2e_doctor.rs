@@ -4,6 +4,12 @@
 //! 2.8 a working exchange is reported, and a registry that trusts another key, or gets a kid it
 //! never accepts, is named as such.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -5,6 +5,12 @@
 //! `Retry-After` when load is shed), the process stays up, and well-formed requests made during
 //! the barrage are served.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,12 @@
 //! while purser runs: live edits, htgroup groups through the real registry, the credential
 //! cache, and hostile files. Each test starts its own processes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};

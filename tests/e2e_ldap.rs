@@ -3,6 +3,12 @@
 //! and its recovery, and many concurrent logins through the service-account pool. Each test
 //! starts its own processes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::time::{Duration, Instant};
 
 use purser_testkit::slapd::{self, Slapd};

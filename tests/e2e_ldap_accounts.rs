@@ -3,6 +3,12 @@
 //! (uid compares after case folding, Unicode normalisation and space trimming), so the policy, the group lookups, the token's `sub`
 //! and the failed-login lockout must all see `carol`. Each test starts its own slapd and purser.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use purser_testkit::slapd::{self, Slapd};
 use purser_testkit::*;
 use serde_json::{json, Value};

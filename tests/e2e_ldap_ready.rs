@@ -1,6 +1,12 @@
 //! `/readyz` follows the directory: with a real OpenLDAP server stopped and started again, and
 //! no login in between, readiness turns 503 within seconds and back to 200 as soon after.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::time::{Duration, Instant};
 
 use purser_testkit::slapd::{self, Slapd};

@@ -3,6 +3,12 @@
 //! locked, and other callers unaffected. Client addresses are simulated with `X-Forwarded-For`
 //! from a trusted proxy (the test itself, on 127.0.0.1).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use purser_testkit::*;
 use serde_json::{json, Value};
 

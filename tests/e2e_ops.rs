@@ -3,6 +3,12 @@
 //! shutdown under load, HTTPS with certificate reload through the real registry and skopeo, and
 //! JSON logs (request ids, nothing secret).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpStream;

@@ -4,6 +4,12 @@
 //! answered 503 with `Retry-After` at once; none waits for the 30-s request timeout; `/healthz`
 //! answers throughout.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,12 @@
 //! within two seconds, a broken one leaves the previous policy serving and shows in the log and
 //! the metrics, fixing it applies it; by file events and by SIGHUP; edits in place and by rename.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;

@@ -2,6 +2,12 @@
 //! audit record of every token request, and a live edit that lets a refused push through the
 //! real registry without a restart.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use purser_testkit::policy::*;
 use purser_testkit::*;
 use serde_json::{json, Value};

@@ -2,6 +2,12 @@
 //! promised, `purser check-config` validates the policy, and the examples of docs/policy.md are
 //! true of the running code.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,6 +4,12 @@
 //! page says. skopeo then pushes and pulls as the page's user, and pulls `public/**`
 //! anonymously, as the page's policy promises.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};

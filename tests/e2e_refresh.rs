@@ -3,6 +3,12 @@
 //! same refresh token), a password change ends the sessions opened with the old password, and
 //! refresh grants go through the failed-login limit.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,12 @@
 //! End to end with the real distribution registry and skopeo: purser issues the tokens, the
 //! registry verifies them, skopeo pushes and pulls. Each test starts its own processes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use purser_testkit::*;
 use serde_json::json;
 

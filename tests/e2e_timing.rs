@@ -7,6 +7,12 @@
 //! off, and a failed comparison is measured once more before the test fails. bcrypt cost 5 keeps
 //! each sample short while the hash still dominates the request.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::time::{Duration, Instant};
 
 use purser_testkit::slapd::{self, Slapd};

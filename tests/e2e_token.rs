@@ -1,6 +1,12 @@
 //! The token endpoint over real HTTP: the claims of issued tokens, and answers to bad input.
 //! Each test starts its own purser.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::collections::BTreeSet;
 
 use purser_testkit::*;

@@ -3,6 +3,12 @@
 //! sources: every `crate::a::b` path and `super::` path outside test modules is an edge to the
 //! deepest module file it names.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +29,10 @@ fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
             if path.extension().is_none_or(|e| e != "rs") {
                 continue;
             }
-            let rel = path.strip_prefix(src).expect("under src").with_extension("");
+            let rel = path
+                .strip_prefix(src)
+                .expect("under src")
+                .with_extension("");
             let mut parts: Module = rel
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -74,7 +83,10 @@ fn named_paths(code: &str, me: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let bytes: Vec<char> = code.chars().collect();
     let text: String = bytes.iter().collect();
-    for (start, _) in text.match_indices("crate::").chain(text.match_indices("super::")) {
+    for (start, _) in text
+        .match_indices("crate::")
+        .chain(text.match_indices("super::"))
+    {
         if start > 0 && is_ident(bytes[start - 1]) {
             continue;
         }

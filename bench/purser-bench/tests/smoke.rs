@@ -3,6 +3,12 @@
 //! benchmark from rotting: fixtures the server must accept, the load generator's protocol, the
 //! rates, the HTTP-limit endpoint, pinning, /proc sampling and the report.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::process::Command;
 
 use purser_bench::driver::{scenarios, Report, Target};

@@ -44,7 +44,7 @@ pub(crate) fn dummy_cost(costs: impl IntoIterator<Item = u32>) -> u32 {
 }
 
 /// The cost of a well-formed bcrypt hash (`$2y$`, `$2a$`, `$2b$`), `None` for anything else.
-pub fn bcrypt_cost(hash: &str) -> Option<u32> {
+pub(crate) fn bcrypt_cost(hash: &str) -> Option<u32> {
     let b = hash.as_bytes();
     if b.len() != 60 || &b[..2] != b"$2" || !matches!(b[2], b'a' | b'b' | b'y') || b[3] != b'$' {
         return None;

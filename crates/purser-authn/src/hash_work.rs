@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 /// Counts the expensive hash checks a backend ran, so tests can show that unknown users and
 /// wrong passwords cost the same work (and operators can see the load).
 #[derive(Debug, Default)]
-pub struct HashWork {
+pub(crate) struct HashWork {
     bcrypt_checks: AtomicU64,
     bcrypt_cost_total: AtomicU64,
     other_checks: AtomicU64,
@@ -61,7 +61,7 @@ impl HashWork {
     pub(crate) fn peak_in_flight(&self) -> usize {
         self.peak_in_flight.load(Ordering::Acquire)
     }
-    pub fn snapshot(&self) -> HashWorkSnapshot {
+    pub(crate) fn snapshot(&self) -> HashWorkSnapshot {
         HashWorkSnapshot {
             bcrypt_checks: self.bcrypt_checks.load(Ordering::Relaxed),
             bcrypt_rounds: self.bcrypt_cost_total.load(Ordering::Relaxed),

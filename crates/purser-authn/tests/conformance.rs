@@ -1,6 +1,12 @@
 //! The shared backend suite, run against the static and htpasswd backends, and the check that
 //! unknown users cost the same bcrypt work as wrong passwords.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -1,6 +1,12 @@
 //! htpasswd files written by the real Apache `htpasswd` tool and by `openssl passwd -apr1`.
 //! These tests fail (never skip) when the tools are missing: install apache2-utils and openssl.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;

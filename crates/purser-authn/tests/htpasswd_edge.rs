@@ -1,5 +1,11 @@
 //! Odd htpasswd files: empty, truncated, malformed, huge; reloads and the cache.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

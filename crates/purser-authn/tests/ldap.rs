@@ -1,5 +1,11 @@
 //! The `ldap` backend against a real OpenLDAP server (see `purser_testkit::slapd`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,11 @@
 //! The htpasswd and htgroup parsers answer every input with a value or an error, never a panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use proptest::prelude::*;
 use purser_authn::{HtgroupDb, HtpasswdDb};
 

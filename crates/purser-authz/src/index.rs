@@ -19,13 +19,13 @@ pub(crate) struct NameIndex {
 }
 
 impl NameIndex {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         NameIndex {
             nodes: vec![Node::default()],
         }
     }
 
-    pub fn insert(&mut self, prefix: &[u8], rule: u32) {
+    pub(crate) fn insert(&mut self, prefix: &[u8], rule: u32) {
         let mut at = 0usize;
         for &b in prefix {
             at = match self.nodes[at].edges.binary_search_by_key(&b, |e| e.0) {
@@ -42,7 +42,7 @@ impl NameIndex {
     }
 
     /// Appends every rule whose prefix is a prefix of `name` (unsorted across nodes).
-    pub fn candidates(&self, name: &[u8], out: &mut Vec<u32>) {
+    pub(crate) fn candidates(&self, name: &[u8], out: &mut Vec<u32>) {
         let mut at = 0usize;
         out.extend_from_slice(&self.nodes[0].rules);
         for &b in name {

@@ -61,7 +61,7 @@ pub(crate) enum Pattern {
 
 impl Pattern {
     /// Compiles `s`. Placeholders are accepted only when `placeholders` is true.
-    pub fn parse(s: &str, placeholders: bool) -> Result<Pattern, String> {
+    pub(crate) fn parse(s: &str, placeholders: bool) -> Result<Pattern, String> {
         if s.len() > MAX_PATTERN_LEN {
             return Err(format!(
                 "pattern is {} bytes long, the limit is {MAX_PATTERN_LEN}",
@@ -85,7 +85,7 @@ impl Pattern {
     }
 
     /// Matches a value that has no placeholders to fill (account, type, service, groups).
-    pub fn matches_plain(&self, value: &str) -> bool {
+    pub(crate) fn matches_plain(&self, value: &str) -> bool {
         match self {
             Pattern::Literal(s) => s == value,
             Pattern::Glob { atoms, .. } => glob_match(atoms, value.as_bytes()),
@@ -98,7 +98,7 @@ impl Pattern {
     /// Matches `value` with the placeholders filled from the caller. With `${group}`, the pattern
     /// matches when it matches for any one of the caller's groups; with `${account}`, it never
     /// matches an anonymous caller.
-    pub fn matches_for(&self, value: &str, who: &Identity) -> bool {
+    pub(crate) fn matches_for(&self, value: &str, who: &Identity) -> bool {
         let (account, group) = match self {
             Pattern::Glob { account, group, .. }
             | Pattern::RegexTemplate { account, group, .. } => (*account, *group),
@@ -152,7 +152,7 @@ impl Pattern {
 
 impl Pattern {
     /// The literal prefix as owned bytes (every matching value starts with it).
-    pub fn prefix_owned(&self) -> Vec<u8> {
+    pub(crate) fn prefix_owned(&self) -> Vec<u8> {
         match self {
             Pattern::Literal(s) => s.as_bytes().to_vec(),
             Pattern::Glob { atoms, .. } => atoms

@@ -57,7 +57,12 @@ pub(crate) struct Rule {
 
 impl Rule {
     /// Whether every match field of the rule holds for this request.
-    pub fn matches(&self, who: &Identity, ctx: &RequestContext, scope: &ResourceScope) -> bool {
+    pub(crate) fn matches(
+        &self,
+        who: &Identity,
+        ctx: &RequestContext,
+        scope: &ResourceScope,
+    ) -> bool {
         if let Some(nets) = &self.ip {
             // An unknown address (none given, or a proxy's entry that is not an address)
             // matches no `ip` rule, deny rules included.
@@ -105,7 +110,7 @@ impl Rule {
         true
     }
 
-    pub fn rule_ref(&self) -> RuleRef {
+    pub(crate) fn rule_ref(&self) -> RuleRef {
         RuleRef {
             index: self.index,
             name: self.name.clone(),
@@ -115,7 +120,7 @@ impl Rule {
     /// What this rule grants of the request: the requested actions it lists, in the requested
     /// order; every requested action when it lists `"*"`. A requested `"*"` is granted only by
     /// a rule that lists `"*"`.
-    pub fn grant(&self, scope: &ResourceScope) -> Grant {
+    pub(crate) fn grant(&self, scope: &ResourceScope) -> Grant {
         let actions = scope
             .actions
             .iter()

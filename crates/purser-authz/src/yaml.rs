@@ -60,7 +60,7 @@ pub(crate) struct Doc<'t> {
 }
 
 impl<'t> Doc<'t> {
-    pub fn new(text: &'t str, source: &'t str) -> Self {
+    pub(crate) fn new(text: &'t str, source: &'t str) -> Self {
         Doc {
             text,
             source,
@@ -70,7 +70,7 @@ impl<'t> Doc<'t> {
     }
 
     /// The line of the node at `path`, or of the nearest enclosing node the parser can find.
-    pub fn line_of(&self, path: &[Seg]) -> Option<usize> {
+    pub(crate) fn line_of(&self, path: &[Seg]) -> Option<usize> {
         let mut n = path.len();
         loop {
             if let Some(line) = locate(self.text, &path[..n]) {
@@ -83,12 +83,12 @@ impl<'t> Doc<'t> {
         }
     }
 
-    pub fn loc(&self, path: &[Seg]) -> Loc {
+    pub(crate) fn loc(&self, path: &[Seg]) -> Loc {
         Loc::new(self.source, self.line_of(path))
     }
 
     /// Records a problem at `path`; past [`MAX_ERRORS`] it is only counted.
-    pub fn report(&mut self, path: &[Seg], make: impl FnOnce(Loc) -> PolicyError) {
+    pub(crate) fn report(&mut self, path: &[Seg], make: impl FnOnce(Loc) -> PolicyError) {
         if self.errors.len() >= MAX_ERRORS {
             self.dropped += 1;
             return;
@@ -97,7 +97,12 @@ impl<'t> Doc<'t> {
         self.errors.push(make(loc));
     }
 
-    pub fn invalid(&mut self, path: &[Seg], field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn invalid(
+        &mut self,
+        path: &[Seg],
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let (field, message) = (field.into(), message.into());
         self.report(path, |loc| PolicyError::InvalidValue {
             loc,
@@ -107,7 +112,7 @@ impl<'t> Doc<'t> {
     }
 
     /// Refuses keys outside `known` (with a suggestion) and keys that are not strings.
-    pub fn check_keys(
+    pub(crate) fn check_keys(
         &mut self,
         map: &Mapping,
         path: &[Seg],
@@ -142,7 +147,7 @@ impl<'t> Doc<'t> {
         }
     }
 
-    pub fn finish(self) -> Result<(), PolicyErrors> {
+    pub(crate) fn finish(self) -> Result<(), PolicyErrors> {
         let Doc {
             source,
             mut errors,

@@ -1,5 +1,11 @@
 //! `purser policy test` case files: parsing, running, and the failure report.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use purser_authz::{run_cases, CaseFile, Policy};
 
 const POLICY: &str = r#"

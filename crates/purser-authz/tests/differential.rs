@@ -1,5 +1,11 @@
 //! The indexed decision equals a plain first-match scan on a large random policy.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::fmt::Write;
 use std::net::IpAddr;
 

@@ -1,5 +1,11 @@
 //! Every problem of a policy file is reported at once, each naming `file:line` and the field.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use purser_authz::{Policy, PolicyError, MAX_ERRORS};
 
 fn errors(text: &str) -> Vec<String> {

@@ -1,5 +1,11 @@
 //! The decision, rule by rule, against the interface's example policy and focused policies.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

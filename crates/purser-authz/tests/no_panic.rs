@@ -1,5 +1,11 @@
 //! The policy and case-file readers answer every input with a policy or errors, never a panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use proptest::prelude::*;
 use purser_authz::{CaseFile, Policy};
 

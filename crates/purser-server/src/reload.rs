@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -77,7 +77,7 @@ pub fn record(metrics: &Metrics, source: &str, path: &Path, result: &Result<Stri
                 .reloads
                 .with_label_values(&[source, "success"])
                 .inc();
-            let now = SystemTime::now()
+            let now = purser_core::Clock::wall(&purser_core::SystemClock)
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);

@@ -1,6 +1,11 @@
 //! Loading the configuration through every layer, in `figment::Jail`s (files and environment
 //! variables confined to the test).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
 // `Jail` closures return `figment::Result`, whose error is large; that is figment's signature.
 #![allow(clippy::result_large_err)]
 

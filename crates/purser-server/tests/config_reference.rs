@@ -1,5 +1,10 @@
 //! The shipped configuration files load and validate, and the reference documents every key.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
 // `Jail` closures return `figment::Result`, whose error is large; that is figment's signature.
 #![allow(clippy::result_large_err)]
 

@@ -25,6 +25,11 @@
 //! The purser binary is found by [`purser_bin`]: cargo builds it, and says where, only for the
 //! root package's own test targets, so only those can start purser.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -2,6 +2,12 @@
 //! skopeo round trip of a generated OCI image, the HTTP client, the tar builder, the openssl
 //! key-id computation against a known vector, the log check and the free ports.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -1,5 +1,11 @@
 //! Generated certificates as openssl sees them, and certificate chains in tokens and the JWKS.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 mod common;
 
 use common::{openssl, openssl_text, try_openssl};

@@ -1,5 +1,11 @@
 //! Key files in every PEM shape openssl writes, and the keys purser refuses.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 mod common;
 
 use common::{fixture, openssl_text};

@@ -1,5 +1,11 @@
 //! Tokens checked by an independent JWT implementation (jsonwebtoken), both ways.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 mod common;
 
 use std::sync::OnceLock;

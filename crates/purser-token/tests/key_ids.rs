@@ -1,5 +1,11 @@
 //! Key ids against vectors computed by an independent implementation, and against openssl.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 mod common;
 
 use common::{fixture, openssl};

@@ -13,11 +13,11 @@ use super::values::resolve;
 use super::{Config, ConfigErrors, LogLevel, Problem, ProblemSource, Yaml};
 
 /// The file read when no `--config` is given, relative to the current directory, if it exists.
-pub const DEFAULT_CONFIG_FILE: &str = "config/purser.yaml";
+pub(super) const DEFAULT_CONFIG_FILE: &str = "config/purser.yaml";
 /// Environment variables of this prefix are the env layer.
-pub const ENV_PREFIX: &str = "PURSER_";
+pub(super) const ENV_PREFIX: &str = "PURSER_";
 /// Between levels in an environment variable name: `PURSER_TOKEN__ISSUER` is `token.issuer`.
-pub const ENV_SEPARATOR: &str = "__";
+pub(super) const ENV_SEPARATOR: &str = "__";
 
 const FLAGS_LAYER: &str = "command-line flags";
 /// A config file larger than this is not one (the reference config is a few KiB).

@@ -3,7 +3,7 @@
 use super::{Finding, RegistryToken};
 
 /// The registry config must have an `auth.token` block; without one nothing else applies.
-pub fn check_token_block(reg: &RegistryToken) -> Result<(), Finding> {
+pub(super) fn check_token_block(reg: &RegistryToken) -> Result<(), Finding> {
     if reg.present {
         return Ok(());
     }
@@ -22,7 +22,7 @@ pub fn check_token_block(reg: &RegistryToken) -> Result<(), Finding> {
 /// The registry accepts exactly one auth type: with `token:` beside another (Debian's default
 /// config ships `htpasswd:`), it refuses to start with "must provide exactly one type".
 /// Silent when `token:` is the only one, so a good config reads as before.
-pub fn check_single_type(reg: &RegistryToken) -> Option<Finding> {
+pub(super) fn check_single_type(reg: &RegistryToken) -> Option<Finding> {
     if !reg.present || reg.other_auth.is_empty() {
         return None;
     }

@@ -24,7 +24,7 @@ fn signed_secs(a: SystemTime, b: SystemTime) -> i64 {
 }
 
 /// The registry's clock (its `Date`) against purser's, or `local_now` when purser sent none.
-pub fn check_clock(
+pub(super) fn check_clock(
     registry_date: Option<SystemTime>,
     purser_date: Option<SystemTime>,
     local_now: SystemTime,

@@ -4,7 +4,7 @@ use super::{Finding, RegistryToken};
 use crate::config::Config;
 
 /// The registry's `issuer` must be purser's `token.issuer`, exactly.
-pub fn check_issuer(config: &Config, reg: &RegistryToken) -> Finding {
+pub(super) fn check_issuer(config: &Config, reg: &RegistryToken) -> Finding {
     let ours = &config.token.issuer;
     match &reg.issuer {
         None => Finding::problem(
@@ -26,7 +26,7 @@ pub fn check_issuer(config: &Config, reg: &RegistryToken) -> Finding {
 }
 
 /// The registry's `service` must be one of purser's: clients ask for a token for it.
-pub fn check_service(config: &Config, reg: &RegistryToken) -> Finding {
+pub(super) fn check_service(config: &Config, reg: &RegistryToken) -> Finding {
     let ours = config.token.service.to_vec();
     match &reg.service {
         None => Finding::problem(

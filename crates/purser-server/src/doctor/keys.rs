@@ -15,7 +15,7 @@ use crate::config::Config;
 
 /// purser's signing key (and certificate chain) against what the registry trusts, for the
 /// registry's version or, when unknown, for both; then the certificates' expiry.
-pub fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -> Vec<Finding> {
+pub(super) fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
     let t = &config.token;
     let mode = crate::build::key_id_mode(t.key_id);

@@ -167,9 +167,11 @@ pub fn run(config: &Config, opts: &DoctorOptions) -> Report {
             report.findings.push(f);
         }
     }
-    report
-        .findings
-        .extend(offline_checks(config, &registry, SystemTime::now()));
+    report.findings.extend(offline_checks(
+        config,
+        &registry,
+        purser_core::Clock::wall(&purser_core::SystemClock),
+    ));
     if let (Some(url), Some(client)) = (&opts.registry, &client) {
         report.findings.extend(online::online_checks(
             client,

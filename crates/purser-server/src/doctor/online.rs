@@ -1,7 +1,6 @@
 //! The exchange a client makes, once: `GET /v2/` -> 401 challenge -> token from the realm ->
 //! `GET /v2/` with it, each step named when it breaks.
 
-use std::time::SystemTime;
 
 use serde_json::Value as Json;
 
@@ -11,7 +10,7 @@ use crate::config::Config;
 
 /// Asks the running registry: its challenge, the realm it names (reachable, and its clock), and
 /// with `user` the whole exchange once: a token from the realm, then `GET /v2/` with it.
-pub fn online_checks(
+pub(super) fn online_checks(
     client: &HttpClient,
     config: &Config,
     reg: &RegistryToken,
@@ -32,7 +31,7 @@ pub fn online_checks(
             return out;
         }
     };
-    let local_now = SystemTime::now();
+    let local_now = purser_core::Clock::wall(&purser_core::SystemClock);
 
     // The challenge.
     let challenge = first

@@ -35,7 +35,7 @@ fn served_paths(config: &Config) -> Vec<String> {
 /// The realm must reach purser's token path: scheme, host and port against `server.listen`,
 /// path against `server.path` (or `/auth/token`); with `autoredirect`, the path clients are sent
 /// to instead. A host that is not purser's may be a proxy, so that is a warning, not a problem.
-pub fn check_realm(config: &Config, reg: &RegistryToken) -> Vec<Finding> {
+pub(super) fn check_realm(config: &Config, reg: &RegistryToken) -> Vec<Finding> {
     let mut out = Vec::new();
     let tls = !config.server.tls.cert_file.as_os_str().is_empty();
     let our_scheme = if tls { "https" } else { "http" };

@@ -1,5 +1,11 @@
 //! The offline checks end to end over purser's config and a registry's, with real keys.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is the failure report, and tests may read the real clock"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 

@@ -12,7 +12,7 @@ use crate::config::{Config, KeyIdConfig};
 /// with purser's key, one with a libtrust kid (only 2.x accepts it) and one with a thumbprint
 /// kid (only 3.x does), and sees which `GET /v2/` accepts. Sets `reg.version` when that tells.
 /// Nothing is found out when the registry trusts neither (the trust check then says why).
-pub fn probe_version(
+pub(super) fn probe_version(
     client: &HttpClient,
     config: &Config,
     reg: &mut RegistryToken,
@@ -26,7 +26,7 @@ pub fn probe_version(
         .and_then(parse_bearer_challenge)?;
     let service = challenge.get("service").cloned().or(reg.service.clone())?;
     let issuer = reg.issuer.clone()?;
-    let now = SystemTime::now()
+    let now = purser_core::Clock::wall(&purser_core::SystemClock)
         .duration_since(SystemTime::UNIX_EPOCH)
         .ok()?
         .as_secs();
@@ -81,7 +81,7 @@ fn kid_name(v: RegistryVersion) -> &'static str {
 }
 
 /// The version the config tells, or that it tells none and what purser's key id suits.
-pub fn version_finding(config: &Config, reg: &RegistryToken) -> Finding {
+pub(super) fn version_finding(config: &Config, reg: &RegistryToken) -> Finding {
     match reg.version {
         Some(v) => Finding::ok(
             "version",

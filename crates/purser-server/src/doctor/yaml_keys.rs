@@ -176,7 +176,7 @@ fn split_key(content: &str) -> Option<(String, &str)> {
 }
 
 /// One `problem registry config` finding per duplicated key of `text` (read from `path`).
-pub fn duplicate_findings(path: &Path, text: &str) -> Vec<Finding> {
+pub(super) fn duplicate_findings(path: &Path, text: &str) -> Vec<Finding> {
     duplicate_keys(text)
         .into_iter()
         .map(|d| {

@@ -5,17 +5,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-pub fn fixture_dir() -> PathBuf {
+pub(crate) fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/key-id-vectors")
 }
 
-pub fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixture_dir().join(name)).unwrap()
 }
 
 /// Runs `openssl ARGS` with `stdin`, returns stdout. Panics (the test fails) when openssl is
 /// missing or the command fails: these tests check purser against an independent implementation.
-pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+pub(crate) fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let out = try_openssl(args, stdin);
     assert!(
         out.status.success(),
@@ -27,7 +27,7 @@ pub fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
 }
 
 /// Like [`openssl`] but returns the whole output, success or not.
-pub fn try_openssl(args: &[&str], stdin: &[u8]) -> std::process::Output {
+pub(crate) fn try_openssl(args: &[&str], stdin: &[u8]) -> std::process::Output {
     let mut child = Command::new("openssl")
         .args(args)
         .stdin(Stdio::piped())
@@ -41,6 +41,6 @@ pub fn try_openssl(args: &[&str], stdin: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-pub fn openssl_text(args: &[&str], stdin: &[u8]) -> String {
+pub(crate) fn openssl_text(args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8(openssl(args, stdin)).unwrap()
 }
