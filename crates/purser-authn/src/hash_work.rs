@@ -74,9 +74,16 @@ impl HashWork {
 /// ([`CheckRefused::Busy`]): a burst then costs its clients a fast retry, not a long hang.
 pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(3);
 
-/// What a check is assumed to take before any has been measured: a cost-12 bcrypt on one core.
-/// Guessing high only shortens the first queue; fast checks correct it within a few answers.
-const FIRST_ESTIMATE: Duration = Duration::from_millis(250);
+/// What one round of a check (a bcrypt key expansion: a cost-c check is `2^c` rounds) is
+/// assumed to take before any check has been measured: a cost-10 bcrypt is then 100 ms, about
+/// what one core of a slow machine takes. Guessing high only shortens the first queue.
+const FIRST_NANOS_PER_ROUND: u64 = 100_000;
+
+/// The rounds of a bcrypt check of `cost`, the unit the limiter's queue is measured in. Other
+/// formats (apr1, SHA-1, crypt) are a fraction of a millisecond: one round.
+pub(crate) fn bcrypt_rounds(cost: u32) -> u64 {
+    1u64 << cost.min(31)
+}
 
 /// The limiter of password checks: one permit per CPU this process may use
 /// (`available_parallelism`, which follows CPU affinity and cgroup quotas), at least one, and a
@@ -94,10 +101,10 @@ pub struct HashLimiter {
     semaphore: Arc<Semaphore>,
     permits: usize,
     max_wait: Duration,
-    /// Checks waiting for a permit or running.
-    queued: AtomicUsize,
-    /// Moving average of one check's duration, in microseconds.
-    average_micros: AtomicU64,
+    /// Rounds of the checks waiting for a permit or running.
+    queued_rounds: AtomicU64,
+    /// Moving average of the time one round takes, in nanoseconds.
+    nanos_per_round: AtomicU64,
 }
 
 impl HashLimiter {
@@ -108,29 +115,29 @@ impl HashLimiter {
             semaphore: Arc::new(Semaphore::new(permits)),
             permits,
             max_wait,
-            queued: AtomicUsize::new(0),
-            average_micros: AtomicU64::new(FIRST_ESTIMATE.as_micros() as u64),
+            queued_rounds: AtomicU64::new(0),
+            nanos_per_round: AtomicU64::new(FIRST_NANOS_PER_ROUND),
         }
     }
 
-    /// How long a check arriving now may expect to wait for a permit.
+    /// How long a check arriving now may expect to wait for a permit: the rounds ahead of it,
+    /// at the measured time per round, shared by the permits.
     pub fn expected_wait(&self) -> Duration {
-        let ahead = self.queued.load(Ordering::Acquire) as u64;
-        let rounds = ahead / self.permits as u64;
-        Duration::from_micros(rounds.saturating_mul(self.average_micros.load(Ordering::Relaxed)))
+        let ahead = self.queued_rounds.load(Ordering::Acquire) / self.permits as u64;
+        Duration::from_nanos(ahead.saturating_mul(self.nanos_per_round.load(Ordering::Relaxed)))
     }
 
-    fn measured(&self, took: Duration) {
-        // Quick to rise (a slower check means longer waits now), slow to fall (about the last
+    fn measured(&self, took: Duration, rounds: u64) {
+        // Quick to rise (slower checks mean longer waits now), slow to fall (about the last
         // eight checks): the bound errs on the side of refusing early.
-        let sample = took.as_micros().min(u128::from(u64::MAX)) as u64;
-        let old = self.average_micros.load(Ordering::Relaxed);
+        let sample = (took.as_nanos() / u128::from(rounds.max(1))).min(u128::from(u64::MAX)) as u64;
+        let old = self.nanos_per_round.load(Ordering::Relaxed);
         let new = if sample > old {
             old / 2 + sample / 2
         } else {
             old - old / 8 + sample / 8
         };
-        self.average_micros.store(new.max(1), Ordering::Relaxed);
+        self.nanos_per_round.store(new.max(1), Ordering::Relaxed);
     }
 
     /// Permits free now (all of them when no check runs).
@@ -173,20 +180,22 @@ pub(crate) fn refused(backend: BackendName, e: CheckRefused) -> BackendError {
     }
 }
 
-/// Leaves the queue count when a check ends, however it ends.
-struct Queued<'a>(&'a HashLimiter);
+/// Leaves the queue when a check ends, however it ends.
+struct Queued<'a>(&'a HashLimiter, u64);
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        self.0.queued_rounds.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
-/// Runs one password check on the blocking pool, after taking a permit of `limiter` (held
-/// until the check ends), unless it would wait too long for one.
+/// Runs one password check of about `rounds` rounds (see [`bcrypt_rounds`]) on the blocking
+/// pool, after taking a permit of `limiter` (held until the check ends), unless it would wait
+/// too long for one.
 pub(crate) async fn run_limited<T, F>(
     limiter: &Arc<HashLimiter>,
     work: &Arc<HashWork>,
+    rounds: u64,
     check: F,
 ) -> Result<T, CheckRefused>
 where
@@ -196,8 +205,9 @@ where
     if limiter.expected_wait() > limiter.max_wait {
         return Err(CheckRefused::Busy);
     }
-    limiter.queued.fetch_add(1, Ordering::AcqRel);
-    let _queued = Queued(limiter);
+    let rounds = rounds.max(1);
+    limiter.queued_rounds.fetch_add(rounds, Ordering::AcqRel);
+    let _queued = Queued(limiter, rounds);
     let permit = Arc::clone(&limiter.semaphore)
         .acquire_owned()
         .await
@@ -211,7 +221,7 @@ where
     })
     .await
     .map_err(|_| CheckRefused::Failed)?;
-    limiter.measured(started.elapsed());
+    limiter.measured(started.elapsed(), rounds);
     Ok(result)
 }
 
@@ -241,7 +251,7 @@ mod tests {
         limiter.close();
         let work = Arc::new(HashWork::default());
         assert_eq!(
-            run_limited(&limiter, &work, |_| 1).await,
+            run_limited(&limiter, &work, 1, |_| 1).await,
             Err(CheckRefused::Failed)
         );
     }
@@ -253,14 +263,14 @@ mod tests {
         let work = Arc::new(HashWork::default());
         let slow = |_: &HashWork| std::thread::sleep(Duration::from_millis(50));
         // Teach the limiter what a check costs.
-        run_limited(&limiter, &work, slow).await.unwrap();
+        run_limited(&limiter, &work, 1, slow).await.unwrap();
         let started = Instant::now();
         let tasks: Vec<_> = (0..40)
             .map(|_| {
                 let (limiter, work) = (limiter.clone(), work.clone());
                 tokio::spawn(async move {
                     let t = Instant::now();
-                    (run_limited(&limiter, &work, slow).await, t.elapsed())
+                    (run_limited(&limiter, &work, 1, slow).await, t.elapsed())
                 })
             })
             .collect();
@@ -284,6 +294,6 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(limiter.queued.load(Ordering::Acquire), 0);
+        assert_eq!(limiter.queued_rounds.load(Ordering::Acquire), 0);
     }
 }

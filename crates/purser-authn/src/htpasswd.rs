@@ -18,7 +18,7 @@ use purser_core::{
 use crate::apache_file::{self, content_lines, FileError};
 use crate::hash::{dummy_bcrypt, dummy_cost, verify_bcrypt, StoredHash, DEFAULT_DUMMY_COST};
 use crate::hash_work::{
-    hash_limiter, refused, run_limited, HashLimiter, HashWork, HashWorkSnapshot,
+    bcrypt_rounds, hash_limiter, refused, run_limited, HashLimiter, HashWork, HashWorkSnapshot,
 };
 use crate::htgroup::HtgroupDb;
 use crate::issue::{LoadIssue, Severity};
@@ -184,6 +184,15 @@ impl HtpasswdDb {
         self.dummy_cost
     }
 
+    /// The rounds checking `user` costs (for the limiter's queue): the user's bcrypt cost, the
+    /// dummy's for an unknown user, one round for the cheaper formats.
+    fn rounds(&self, user: &str) -> u64 {
+        match self.users.get(user) {
+            Some(stored) => stored.bcrypt_cost().map_or(1, bcrypt_rounds),
+            None => bcrypt_rounds(self.dummy_cost),
+        }
+    }
+
     /// `Some(matched)` for a known user, `None` (after the same bcrypt work as a known user)
     /// for an unknown one. Blocking CPU work.
     fn check(&self, user: &str, password: &[u8], work: &HashWork) -> Option<bool> {
@@ -256,7 +265,8 @@ impl Authenticator for HtpasswdAuthenticator {
     async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
         let db = self.users.load();
         let creds_owned = creds.clone();
-        let verdict = run_limited(&self.limiter, &self.work, move |work| {
+        let rounds = db.rounds(&creds.username);
+        let verdict = run_limited(&self.limiter, &self.work, rounds, move |work| {
             db.check(
                 &creds_owned.username,
                 creds_owned.password.expose().as_bytes(),

@@ -10,7 +10,7 @@ use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Creden
 use crate::error::AuthnError;
 use crate::hash::{bcrypt_cost, credential_stamp, dummy_bcrypt, dummy_cost, verify_bcrypt};
 use crate::hash_work::{
-    hash_limiter, refused, run_limited, HashLimiter, HashWork, HashWorkSnapshot,
+    bcrypt_rounds, hash_limiter, refused, run_limited, HashLimiter, HashWork, HashWorkSnapshot,
 };
 
 /// `purser hash-password` writes the hashes this backend reads; kept here where callers look.
@@ -136,25 +136,34 @@ impl Authenticator for StaticAuthenticator {
     async fn authenticate(&self, creds: &Credentials) -> Result<AuthnOutcome, BackendError> {
         let users = Arc::clone(&self.users);
         let creds = creds.clone();
-        run_limited(&self.limiter, &self.work, move |work| {
-            let password = creds.password.expose().as_bytes();
-            match users.by_name.get(&creds.username) {
-                Some(user) => {
-                    if verify_bcrypt(password, &user.hash, user.cost, work) {
-                        AuthnOutcome::Accepted(Identity::new(
-                            creds.username.clone(),
-                            user.groups.clone(),
-                        ))
-                    } else {
-                        AuthnOutcome::REJECTED
+        let cost = match users.by_name.get(&creds.username) {
+            Some(user) => user.cost,
+            None => users.dummy_cost,
+        };
+        run_limited(
+            &self.limiter,
+            &self.work,
+            bcrypt_rounds(cost),
+            move |work| {
+                let password = creds.password.expose().as_bytes();
+                match users.by_name.get(&creds.username) {
+                    Some(user) => {
+                        if verify_bcrypt(password, &user.hash, user.cost, work) {
+                            AuthnOutcome::Accepted(Identity::new(
+                                creds.username.clone(),
+                                user.groups.clone(),
+                            ))
+                        } else {
+                            AuthnOutcome::REJECTED
+                        }
+                    }
+                    None => {
+                        verify_bcrypt(password, &users.dummy, users.dummy_cost, work);
+                        AuthnOutcome::UnknownUser
                     }
                 }
-                None => {
-                    verify_bcrypt(password, &users.dummy, users.dummy_cost, work);
-                    AuthnOutcome::UnknownUser
-                }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| refused("static", e))
     }

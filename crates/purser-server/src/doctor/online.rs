@@ -1,7 +1,6 @@
 //! The exchange a client makes, once: `GET /v2/` -> 401 challenge -> token from the realm ->
 //! `GET /v2/` with it, each step named when it breaks.
 
-
 use serde_json::Value as Json;
 
 use super::clock::{check_clock, parse_http_date};
