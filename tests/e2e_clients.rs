@@ -55,16 +55,6 @@ const SUITE_POLICY: &str = r#"rules:
     actions: [pull]
 "#;
 
-fn htpasswd(args: &[&str]) {
-    let bin = require_on_path("htpasswd", "apache2-utils");
-    let out = Command::new(bin).args(args).output().expect("run htpasswd");
-    assert!(
-        out.status.success(),
-        "htpasswd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// carol's line for an htpasswd file, bcrypt at the lowest cost, made by `htpasswd -n`.
 fn htpasswd_line(user: (&str, &str)) -> String {
     let bin = require_on_path("htpasswd", "apache2-utils");

@@ -21,22 +21,6 @@ const LIVE_EDIT: Duration = Duration::from_secs(2);
 /// Bound for waits that are not part of a promise (a reload failure to be counted).
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Runs the real `htpasswd ARGS`; panics with its stderr on failure. Returns stdout.
-fn htpasswd(args: &[&str]) -> String {
-    let bin = require_on_path("htpasswd", "apache2-utils");
-    let out = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run htpasswd");
-    assert!(
-        out.status.success(),
-        "htpasswd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("htpasswd output is UTF-8")
-}
-
 /// One `user:hash` line made by `htpasswd -n -b -B -C COST`, with its newline.
 fn bcrypt_line(user: &str, password: &str, cost: u32) -> String {
     let line = htpasswd(&["-n", "-b", "-B", "-C", &cost.to_string(), user, password]);

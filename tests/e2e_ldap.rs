@@ -32,18 +32,15 @@ fn ldap_config(d: &Slapd) -> Value {
     set_path(
         &mut c,
         "authn.ldap",
-        json!({
-            "urls": [d.url()],
-            "bind_dn": slapd::SERVICE_DN,
-            "bind_password": slapd::SERVICE_PASSWORD,
-            "user_base": slapd::PEOPLE,
-            "user_filter": "(uid={username})",
-            "group_base": slapd::GROUPS,
-            "group_filter": "(member={dn})",
-            "group_name_attribute": "cn",
-            "timeout": "3s",
-            "pool_size": POOL_SIZE,
-        }),
+        merged(
+            d.search_bind(),
+            json!({ "group_base": slapd::GROUPS,
+                "group_filter": "(member={dn})",
+                "group_name_attribute": "cn",
+                "timeout": "3s",
+                "pool_size": POOL_SIZE,
+            }),
+        ),
     );
     c
 }

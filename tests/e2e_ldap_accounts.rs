@@ -30,15 +30,13 @@ fn config(d: &Slapd, group_filter: &str) -> Value {
     set_path(
         &mut c,
         "authn.ldap",
-        json!({
-            "urls": [d.url()],
-            "bind_dn": slapd::SERVICE_DN,
-            "bind_password": slapd::SERVICE_PASSWORD,
-            "user_base": slapd::PEOPLE,
-            "group_base": slapd::GROUPS,
-            "group_filter": group_filter,
-            "timeout": "3s",
-        }),
+        merged(
+            d.search_bind(),
+            json!({ "group_base": slapd::GROUPS,
+                "group_filter": group_filter,
+                "timeout": "3s",
+            }),
+        ),
     );
     c
 }

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use purser_testkit::slapd::{self, Slapd};
+use purser_testkit::slapd::Slapd;
 use purser_testkit::*;
 use serde_json::json;
 
@@ -44,15 +44,12 @@ fn readyz_follows_the_directory_down_and_up_without_any_login() {
     set_path(
         &mut c,
         "authn.ldap",
-        json!({
-            "urls": [d.url()],
-            "bind_dn": slapd::SERVICE_DN,
-            "bind_password": slapd::SERVICE_PASSWORD,
-            "user_base": slapd::PEOPLE,
-            "user_filter": "(uid={username})",
-            "timeout": "2s",
-            "pool_size": 2,
-        }),
+        merged(
+            d.search_bind(),
+            json!({ "timeout": "2s",
+                "pool_size": 2,
+            }),
+        ),
     );
     let mut p = Purser::start(c, &[]);
     let up = ready_turns(&p, 200, "/readyz 200 with the directory up");

@@ -10,7 +10,6 @@
 )]
 
 use std::fs;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use purser_testkit::*;
@@ -99,22 +98,6 @@ fn a_refresh_grant_hands_back_the_same_token_and_the_session_ends_on_time() {
     assert_invalid_grant(&refresh(&p, &rt, None), "refresh after the session's end");
     let log = p.log_text();
     assert!(secret_in_log(&log).is_none(), "a secret in the log");
-}
-
-/// Runs the real `htpasswd ARGS`; panics with its stderr on failure. Returns stdout.
-fn htpasswd(args: &[&str]) -> String {
-    let bin = require_on_path("htpasswd", "apache2-utils");
-    let out = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run htpasswd");
-    assert!(
-        out.status.success(),
-        "htpasswd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("htpasswd output is UTF-8")
 }
 
 fn reloaded_after(p: &Purser, written: f64) -> bool {

@@ -150,18 +150,15 @@ fn ldap_backend_wrong_password_and_unknown_user_take_the_same_time() {
     set_path(
         &mut c,
         "authn.ldap",
-        json!({
-            "urls": [d.url()],
-            "bind_dn": slapd::SERVICE_DN,
-            "bind_password": slapd::SERVICE_PASSWORD,
-            "user_base": slapd::PEOPLE,
-            "user_filter": "(uid={username})",
-            "group_base": slapd::GROUPS,
-            "group_filter": "(member={dn})",
-            "group_name_attribute": "cn",
-            "timeout": "5s",
-            "pool_size": 4,
-        }),
+        merged(
+            d.search_bind(),
+            json!({ "group_base": slapd::GROUPS,
+                "group_filter": "(member={dn})",
+                "group_name_attribute": "cn",
+                "timeout": "5s",
+                "pool_size": 4,
+            }),
+        ),
     );
     let p = Purser::start(c, &[]);
     assert_indistinguishable("ldap", &p, "alice", "mallory");

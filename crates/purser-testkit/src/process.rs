@@ -86,3 +86,20 @@ impl Outcome {
         self
     }
 }
+
+/// Runs the real `htpasswd ARGS` (Apache's tool, Debian's apache2-utils); panics with its stderr
+/// on failure. Returns stdout.
+pub fn htpasswd(args: &[&str]) -> String {
+    let bin = require_on_path("htpasswd", "apache2-utils");
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run htpasswd");
+    assert!(
+        out.status.success(),
+        "htpasswd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("htpasswd output is UTF-8")
+}

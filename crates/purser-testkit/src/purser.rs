@@ -159,6 +159,14 @@ pub fn base_config() -> Value {
     })
 }
 
+/// `base` (a JSON object) with the keys of `extra` added or replaced.
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
 /// Sets `value` at the dotted `path` of a JSON object, creating objects on the way.
 pub fn set_path(config: &mut Value, path: &str, value: Value) {
     let mut cur = config;

@@ -110,6 +110,18 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// The `authn.ldap` block for this directory in search-then-bind mode, as a JSON object
+    /// (YAML too) to extend: its URL, the service account, the people base and `(uid={username})`.
+    pub fn search_bind(&self) -> serde_json::Value {
+        serde_json::json!({
+            "urls": [self.url()],
+            "bind_dn": SERVICE_DN,
+            "bind_password": SERVICE_PASSWORD,
+            "user_base": PEOPLE,
+            "user_filter": "(uid={username})",
+        })
+    }
+
     /// `ldaps://127.0.0.1:TLS_PORT`.
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://127.0.0.1:{}", self.tls_port)
