@@ -22,27 +22,15 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The e2e config with only `admin` as a static user, then the directory in search-then-bind
 /// mode with groups.
 fn ldap_config(d: &Slapd) -> Value {
-    let mut c = base_config();
-    set_path(
-        &mut c,
-        "authn.static.users",
-        json!({ ADMIN.0: { "password_hash": bcrypt_hash(ADMIN.1), "groups": ["admins"] } }),
-    );
-    set_path(&mut c, "authn.order", json!(["static", "ldap"]));
-    set_path(
-        &mut c,
-        "authn.ldap",
-        merged(
-            d.search_bind(),
-            json!({ "group_base": slapd::GROUPS,
-                "group_filter": "(member={dn})",
-                "group_name_attribute": "cn",
-                "timeout": "3s",
-                "pool_size": POOL_SIZE,
-            }),
-        ),
-    );
-    c
+    slapd::config_behind_admin(merged(
+        d.search_bind(),
+        json!({ "group_base": slapd::GROUPS,
+            "group_filter": "(member={dn})",
+            "group_name_attribute": "cn",
+            "timeout": "3s",
+            "pool_size": POOL_SIZE,
+        }),
+    ))
 }
 
 fn team_policy() -> String {

@@ -20,25 +20,13 @@ const LOCKOUT_SECS: u64 = 300;
 /// Only `admin` as a static user (first in the chain, as in production setups), then the
 /// directory in search-then-bind mode with `group_filter`.
 fn config(d: &Slapd, group_filter: &str) -> Value {
-    let mut c = base_config();
-    set_path(
-        &mut c,
-        "authn.static.users",
-        json!({ ADMIN.0: { "password_hash": bcrypt_hash(ADMIN.1), "groups": ["admins"] } }),
-    );
-    set_path(&mut c, "authn.order", json!(["static", "ldap"]));
-    set_path(
-        &mut c,
-        "authn.ldap",
-        merged(
-            d.search_bind(),
-            json!({ "group_base": slapd::GROUPS,
-                "group_filter": group_filter,
-                "timeout": "3s",
-            }),
-        ),
-    );
-    c
+    slapd::config_behind_admin(merged(
+        d.search_bind(),
+        json!({ "group_base": slapd::GROUPS,
+            "group_filter": group_filter,
+            "timeout": "3s",
+        }),
+    ))
 }
 
 /// A token request for `scope` as `user`, from the client address `ip` (through the test

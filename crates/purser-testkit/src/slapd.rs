@@ -479,3 +479,18 @@ fn seed() -> String {
     );
     out
 }
+
+/// The e2e configuration ([`crate::base_config`]) with only `admin` as a static user, first in
+/// the chain as in production setups, then the directory with the `authn.ldap` block `ldap`.
+pub fn config_behind_admin(ldap: serde_json::Value) -> serde_json::Value {
+    use crate::{base_config, bcrypt_hash, set_path, ADMIN};
+    let mut c = base_config();
+    set_path(
+        &mut c,
+        "authn.static.users",
+        serde_json::json!({ ADMIN.0: { "password_hash": bcrypt_hash(ADMIN.1), "groups": ["admins"] } }),
+    );
+    set_path(&mut c, "authn.order", serde_json::json!(["static", "ldap"]));
+    set_path(&mut c, "authn.ldap", ldap);
+    c
+}
