@@ -180,6 +180,18 @@ async fn password(settings: &AuthnSettings, creds: &Credentials) -> Result<Calle
             accounts.extend(account.filter(|a| *a != creds.username));
             Err((refused(), LoginVerdict::Failed { accounts }))
         }
+        ChainDecision::Refused {
+            account, reason, ..
+        } => {
+            // The credential was right, so this is no guess; it still counts like a failure,
+            // so that a robot retrying an expired token does not hammer the server.
+            let mut accounts = vec![creds.username.clone()];
+            accounts.extend(account.filter(|a| *a != creds.username));
+            Err((
+                ApiError::Unauthorized(reason),
+                LoginVerdict::Failed { accounts },
+            ))
+        }
         ChainDecision::UnknownUser => Err((
             refused(),
             LoginVerdict::Failed {
