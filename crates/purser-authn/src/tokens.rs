@@ -184,6 +184,24 @@ impl TokenEntry {
         crate::hash::credential_stamp(self.sha256.as_bytes())
     }
 
+    /// The entry as [`NewToken::render`] writes it (comments around it are not kept).
+    pub fn render(&self) -> String {
+        let scopes: Option<Vec<String>> = self
+            .cap
+            .as_ref()
+            .map(|c| c.iter().map(ToString::to_string).collect());
+        render_entry(
+            &self.name,
+            &self.account,
+            &self.groups,
+            scopes.as_deref(),
+            &self.sha256,
+            &self.created,
+            self.expires,
+            &self.description,
+        )
+    }
+
     fn identity(&self) -> Identity {
         let mut who = Identity::new(self.account.clone(), self.groups.clone());
         who.cap = self.cap.clone();
@@ -222,27 +240,50 @@ fn yaml_list(items: &[String]) -> String {
 impl NewToken<'_> {
     /// The entry as a block of the file, ending in a newline.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "- name: {}", yaml_str(self.name));
-        let _ = writeln!(out, "  account: {}", yaml_str(self.account));
-        let _ = writeln!(out, "  groups: {}", yaml_list(self.groups));
-        match self.scopes {
-            Some(s) => {
-                let _ = writeln!(out, "  scopes: {}", yaml_list(s));
-            }
-            None => out.push_str("  scopes: null\n"),
-        }
-        let _ = writeln!(out, "  sha256: {}", self.sha256);
-        let _ = writeln!(out, "  created: {}", yaml_str(&format_time(self.created)));
-        match self.expires {
-            Some(e) => {
-                let _ = writeln!(out, "  expires: {}", yaml_str(&format_time(e)));
-            }
-            None => out.push_str("  expires: null\n"),
-        }
-        let _ = writeln!(out, "  description: {}", yaml_str(self.description));
-        out
+        render_entry(
+            self.name,
+            self.account,
+            self.groups,
+            self.scopes,
+            self.sha256,
+            &format_time(self.created),
+            self.expires,
+            self.description,
+        )
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_entry(
+    name: &str,
+    account: &str,
+    groups: &[String],
+    scopes: Option<&[String]>,
+    sha256: &str,
+    created: &str,
+    expires: Option<i64>,
+    description: &str,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "- name: {}", yaml_str(name));
+    let _ = writeln!(out, "  account: {}", yaml_str(account));
+    let _ = writeln!(out, "  groups: {}", yaml_list(groups));
+    match scopes {
+        Some(s) => {
+            let _ = writeln!(out, "  scopes: {}", yaml_list(s));
+        }
+        None => out.push_str("  scopes: null\n"),
+    }
+    let _ = writeln!(out, "  sha256: {sha256}");
+    let _ = writeln!(out, "  created: {}", yaml_str(created));
+    match expires {
+        Some(e) => {
+            let _ = writeln!(out, "  expires: {}", yaml_str(&format_time(e)));
+        }
+        None => out.push_str("  expires: null\n"),
+    }
+    let _ = writeln!(out, "  description: {}", yaml_str(description));
+    out
 }
 
 /// Present-but-null and absent told apart: `Some(None)` is `expires: null`.
