@@ -29,7 +29,7 @@ pub use redact::REDACTED;
 pub use yaml::Yaml;
 
 pub use crate::backends::{
-    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser,
+    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser, TokensConfig,
 };
 pub use values::HumanDuration;
 

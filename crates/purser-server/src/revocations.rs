@@ -7,7 +7,7 @@
 //! use purser_server::revocations::Revocations;
 //!
 //! let r = Revocations::parse("- account: alice\n  before: \"2026-11-30T12:00:00Z\"\n", "revocations.yaml").unwrap();
-//! let before = 1_764_504_000; // 2026-11-30T12:00:00Z
+//! let before = 1_796_040_000; // 2026-11-30T12:00:00Z
 //! assert!(r.is_revoked("alice", before));
 //! assert!(!r.is_revoked("alice", before + 1));
 //! assert!(!r.is_revoked("bob", 0));
