@@ -77,8 +77,8 @@ pub fn update<T>(
     Ok(out)
 }
 
-/// Reads the file under the lock, so that a reader never sees another command's half-way state
-/// (there is none on disk, but the lock keeps reads ordered after writes).
+/// Reads the file (`None` when it does not exist). No lock is needed: writers rename a whole
+/// file into place, so a reader sees one version or the next.
 pub fn read(path: &Path) -> Result<Option<String>, UpdateError> {
     if !path.exists() {
         return Ok(None);

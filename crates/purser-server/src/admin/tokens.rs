@@ -63,10 +63,9 @@ pub fn create(path: &Path, spec: &CreateSpec, now: i64) -> Result<Created, Updat
         let cap: ScopeCap = s.parse().map_err(|e| refused(format!("--scope: {e}")))?;
         purser_authz::check_cap(&cap).map_err(|e| refused(format!("--scope {s:?}: {e}")))?;
     }
-    let expires = match spec.expires {
-        Some(d) => Some(now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
-        None => None,
-    };
+    let expires = spec
+        .expires
+        .map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     let secret = generate_secret();
     let sha256 = secret_sha256(&secret);
     let block = NewToken {
