@@ -72,6 +72,79 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Machine tokens: scoped, expiring secrets for CI and robots (authn.tokens.file).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Refuse every refresh token (docker's identity token) of an account issued at or before
+    /// TIME, for any backend (token.revocations_file). Password logins still work.
+    Revoke {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides token.revocations_file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        account: String,
+        /// RFC 3339 (2026-11-30T12:00:00Z); default now.
+        #[arg(long)]
+        before: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token: prints the secret (only) on stdout, a summary on stderr.
+    Create {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides authn.tokens.file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The user name the client logs in with.
+        #[arg(long)]
+        name: String,
+        /// The account the policy sees (default: the name).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The most the token is ever granted, in the policy's patterns:
+        /// repository:ci/app/**:pull,push. Repeatable; none: the policy alone decides.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// How long it works (3s, 12h, 90d), or `never`.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the tokens (never their digests).
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides authn.tokens.file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ListFormat,
+    },
+    /// Remove a token: its logins and refresh tokens stop at once.
+    Revoke {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides authn.tokens.file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -263,6 +336,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy { command } => policy(command),
+        Command::Token { command } => token(command),
+        Command::Revoke {
+            config,
+            file,
+            account,
+            before,
+        } => revoke(config, file, &account, before.as_deref()),
         Command::Doctor {
             config,
             registry_config,
@@ -369,5 +449,161 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+    }
+}
+
+fn now() -> i64 {
+    purser_authn::tokens::unix_seconds(purser_core::Clock::wall(&purser_core::SystemClock))
+}
+
+/// The tokens file: `--file`, or `authn.tokens.file` of the configuration.
+fn tokens_file(config: Option<PathBuf>, file: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    let loaded = load(config, None, None)?;
+    match &loaded.config.authn.tokens {
+        Some(t) => Ok(t.file.clone()),
+        None => Err(fail(
+            "authn.tokens is not configured: set authn.tokens.file (and add tokens to authn.order), or pass --file",
+        )),
+    }
+}
+
+fn token(command: TokenCommand) -> ExitCode {
+    use purser_server::admin::tokens as admin;
+    match command {
+        TokenCommand::Create {
+            config,
+            file,
+            name,
+            account,
+            groups,
+            scopes,
+            expires,
+            description,
+        } => {
+            let expires = if expires == "never" {
+                None
+            } else {
+                match expires.parse::<purser_server::config::HumanDuration>() {
+                    Ok(d) if !d.0.is_zero() => Some(d.0),
+                    _ => {
+                        eprintln!("purser: --expires {expires:?}: write a duration (3s, 12h, 90d) or `never`");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            let path = match tokens_file(config, file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let spec = admin::CreateSpec {
+                name,
+                account,
+                groups,
+                scopes,
+                expires,
+                description,
+            };
+            match admin::create(&path, &spec, now()) {
+                Ok(created) => {
+                    println!("{}", created.secret);
+                    let e = &created.entry;
+                    let until = e
+                        .expires
+                        .map(purser_authn::tokens::format_time)
+                        .unwrap_or_else(|| "never".into());
+                    eprintln!(
+                        "purser: created machine token {} (account {}) in {}, expires {until}; the secret above is shown once, store it in your CI's secret store",
+                        e.name,
+                        e.account,
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        TokenCommand::List {
+            config,
+            file,
+            format,
+        } => {
+            let path = match tokens_file(config, file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match admin::list(&path) {
+                Ok(entries) => {
+                    match format {
+                        ListFormat::Text => print!("{}", admin::list_text(&entries, now())),
+                        ListFormat::Json => println!("{:#}", admin::list_json(&entries, now())),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        TokenCommand::Revoke { config, file, name } => {
+            let path = match tokens_file(config, file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match admin::revoke(&path, &name) {
+                Ok(e) => {
+                    eprintln!(
+                        "purser: removed machine token {} (account {}) from {}",
+                        e.name,
+                        e.account,
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn revoke(
+    config: Option<PathBuf>,
+    file: Option<PathBuf>,
+    account: &str,
+    before: Option<&str>,
+) -> ExitCode {
+    let loaded = match load(config, None, None) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let path = file.unwrap_or_else(|| loaded.config.token.revocations_file.clone());
+    if path.as_os_str().is_empty() {
+        return fail(
+            "token.revocations_file is not set: set it (the server watches it), or pass --file",
+        );
+    }
+    let now = now();
+    let before = match before {
+        None => now,
+        Some(t) => match purser_authn::tokens::parse_time(t) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("purser: --before: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let lifetime =
+        i64::try_from(loaded.config.token.refresh_lifetime.0.as_secs()).unwrap_or(i64::MAX);
+    match purser_server::revocations::revoke(&path, account, before, now, lifetime) {
+        Ok(n) => {
+            eprintln!(
+                "purser: refresh tokens of {account} issued at or before {} are revoked ({} holds {n} accounts)",
+                purser_authn::tokens::format_time(before),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }

@@ -124,6 +124,7 @@ impl Scratch {
         .unwrap();
         fs::write(d.join("users.htgroup"), "developers: alice\n").unwrap();
         fs::write(d.join("policy.yaml"), "rules: []\n").unwrap();
+        fs::write(d.join("tokens.yaml"), "").unwrap();
         let out = s.sh("purser keygen --alg es256 --out ca");
         assert!(out.0, "keygen for the stock CA: {}", out.1);
         for ca in ["ldap-ca.pem", "corp-root-ca.pem"] {

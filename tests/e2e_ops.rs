@@ -597,9 +597,25 @@ fn alert_rules_pass_promtool_and_the_dashboard_names_only_exported_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // What a running purser exports, after one token of each kind so every family has series.
-    let (config, _) = mix_config();
-    let p = start_purser(config, &[], Scheme::Http, Wait::Healthy);
+    // What a running purser exports, after one token of each kind so every family has series;
+    // with a machine token, so that the machine-token gauges have series too.
+    let (mut config, _) = mix_config();
+    set_path(
+        &mut config,
+        "authn.order",
+        json!(["tokens", "static", "ldap"]),
+    );
+    set_path(&mut config, "authn.tokens.file", json!("tokens.yaml"));
+    let tokens = format!(
+        "- name: ci\n  sha256: {}\n  expires: \"2099-01-01T00:00:00Z\"\n",
+        "0".repeat(64)
+    );
+    let p = start_purser(
+        config,
+        &[("tokens.yaml", &tokens)],
+        Scheme::Http,
+        Wait::Healthy,
+    );
     p.token_for(ALICE, &["repository:alice/app:pull"]);
     let text = metrics_text(&p);
     let families: Vec<&str> = text

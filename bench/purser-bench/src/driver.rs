@@ -111,6 +111,10 @@ pub enum Target {
         large_users: bool,
         large_policy: bool,
         scopes: usize,
+        /// The clients log in with machine tokens (`authn.order: [tokens]`) instead of
+        /// htpasswd passwords.
+        #[serde(default)]
+        machine_tokens: bool,
     },
     /// The minimal hyper endpoint.
     Limit,
@@ -133,6 +137,7 @@ pub fn scenarios() -> Vec<Scenario> {
         large_users,
         large_policy,
         scopes,
+        machine_tokens: false,
     };
     let mut out = Vec::new();
     for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
@@ -168,6 +173,21 @@ pub fn scenarios() -> Vec<Scenario> {
     out.push(Scenario {
         name: "warm ES256 c16 16 scopes".into(),
         target: purser(Alg::Es256, true, false, false, 16),
+        connections: 16,
+        probe: false,
+    });
+    // Machine-token logins with the credential cache off: every request hashes its secret
+    // (one SHA-256) and looks the token up; judged against the warm path of the same run.
+    out.push(Scenario {
+        name: MACHINE.into(),
+        target: Target::Purser {
+            alg: Alg::Es256,
+            warm: false,
+            large_users: false,
+            large_policy: false,
+            scopes: 1,
+            machine_tokens: true,
+        },
         connections: 16,
         probe: false,
     });
@@ -390,6 +410,9 @@ struct Prepared {
     groups: PathBuf,
     policy_small: PathBuf,
     policy_large: PathBuf,
+    /// One machine token per active user, with the user's name: (name, secret).
+    machine: ActiveUsers,
+    tokens: PathBuf,
 }
 
 fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
@@ -428,7 +451,11 @@ fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
     let policy_large = w.join("policy-10000.yaml");
     std::fs::write(&policy_small, fixtures::policy(false))?;
     std::fs::write(&policy_large, fixtures::policy(true))?;
+    let tokens = w.join("tokens.yaml");
+    let machine = fixtures::write_tokens(&tokens, &active)?;
     Ok(Prepared {
+        machine,
+        tokens,
         keys,
         active,
         users_small,
@@ -475,6 +502,7 @@ fn run_scenario(
             large_users,
             large_policy,
             scopes,
+            machine_tokens,
         } => {
             let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
             let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
@@ -496,6 +524,7 @@ fn run_scenario(
                         &p.policy_small
                     },
                     cache_ttl: if *warm { "10m" } else { "0s" },
+                    tokens: machine_tokens.then_some(p.tokens.as_path()),
                 }),
             )?;
             let mut cmd = pinned(&opts.server_cpus, &opts.server.program);
@@ -507,7 +536,12 @@ fn run_scenario(
                 .stdout(log_file.try_clone()?)
                 .stderr(log_file);
             let child = cmd.spawn().context("cannot start the server")?;
-            let requests = fixtures::token_requests(&p.active, *scopes, ROTATION);
+            let clients = if *machine_tokens {
+                &p.machine
+            } else {
+                &p.active
+            };
+            let requests = fixtures::token_requests(clients, *scopes, ROTATION);
             (
                 Running {
                     child,
@@ -631,6 +665,8 @@ fn rates(opts: &Options, t: &Timing, p: &Prepared) -> anyhow::Result<Vec<Rate>> 
 
 /// The scenario threshold 4 compares the 10,000-rule policy and the 100,000-user file with.
 pub const BASE: &str = "warm ES256 c16";
+/// The machine-token scenario, judged against [`BASE`].
+pub const MACHINE: &str = "machine tokens ES256 c16 cache off";
 
 /// The base scenario once more, as a reference measured next to a variant: its tokens/s.
 fn run_base(opts: &Options, t: &Timing, p: &Prepared, limit_body: usize) -> anyhow::Result<f64> {
@@ -674,7 +710,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         // on either side of it too (the "after" of one serves as the "before" of the next).
         let scale_variant = matches!(
             s.target,
-            Target::Purser { large_users, large_policy, .. } if large_users || large_policy
+            Target::Purser { large_users, large_policy, machine_tokens, .. }
+                if large_users || large_policy || machine_tokens
         );
         let base_before = match (scale_variant, last_base.take()) {
             (false, _) => None,
@@ -845,6 +882,11 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
         (
             "warm ES256 c16 100k users",
             "4. 100,000 users >= 90% of 100 users",
+            0.9,
+        ),
+        (
+            MACHINE,
+            "5. machine-token logins, cache off >= 90% of the warm path",
             0.9,
         ),
     ] {

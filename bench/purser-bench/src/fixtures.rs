@@ -234,13 +234,15 @@ pub struct ServerFiles<'a> {
     pub policy: &'a Path,
     /// `authn.cache_ttl`: `"60s"` for the warm path, `"0s"` for the cold one.
     pub cache_ttl: &'a str,
+    /// A tokens file: the chain is `[tokens]` alone.
+    pub tokens: Option<&'a Path>,
 }
 
 /// purser's configuration for one scenario: defaults everywhere else (log level info, so the
 /// audit line of every request is written, as in production).
 pub fn server_config(f: &ServerFiles<'_>) -> String {
     let q = |p: &Path| serde_json::to_string(&p.display().to_string()).expect("a string");
-    format!(
+    let text = format!(
         "server:\n  listen: \"{listen}\"\nmetrics:\n  listen: \"\"\nlog:\n  level: info\ntoken:\n  issuer: \"{ISSUER}\"\n  service: [\"{SERVICE}\"]\n  signing_key_file: {key}\n  generate_key: false\nauthn:\n  order: [htpasswd]\n  cache_ttl: {ttl}\n  htpasswd:\n    file: {htpasswd}\n    groups_file: {htgroup}\nauthz:\n  policy_file: {policy}\n",
         listen = f.listen,
         key = q(f.key_file),
@@ -248,7 +250,44 @@ pub fn server_config(f: &ServerFiles<'_>) -> String {
         htpasswd = q(f.htpasswd),
         htgroup = q(f.htgroup),
         policy = q(f.policy),
-    )
+    );
+    match f.tokens {
+        Some(t) => text.replace(
+            "  order: [htpasswd]\n",
+            &format!("  order: [tokens]\n  tokens:\n    file: {}\n", q(t)),
+        ),
+        None => text,
+    }
+}
+
+/// A tokens file with one machine token per active user, named like the user (so the policy's
+/// `${account}` rules apply alike); returns the (name, secret) pairs.
+pub fn write_tokens(path: &Path, active: &ActiveUsers) -> anyhow::Result<ActiveUsers> {
+    use purser_authn::tokens::{generate_secret, secret_sha256, NewToken};
+    let mut text = String::new();
+    let mut users = Vec::with_capacity(active.users.len());
+    for (name, _) in &active.users {
+        let secret = generate_secret();
+        text.push_str(
+            &NewToken {
+                name,
+                account: name,
+                groups: &[],
+                scopes: None,
+                sha256: &secret_sha256(&secret),
+                created: 0,
+                expires: None,
+                description: "purser-bench",
+            }
+            .render(),
+        );
+        users.push((name.clone(), secret));
+    }
+    std::fs::write(path, text)?;
+    Ok(ActiveUsers {
+        users,
+        hashes: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +395,7 @@ mod tests {
             htgroup: &p("groups"),
             policy: &p("policy.yaml"),
             cache_ttl: "0s",
+            tokens: None,
         });
         std::fs::write(p("purser.yaml"), yaml).unwrap();
         let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {

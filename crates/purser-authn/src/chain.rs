@@ -23,6 +23,13 @@ pub enum ChainDecision {
         backend: BackendName,
         account: Option<String>,
     },
+    /// A backend knew the credential but refused it for `reason`, which the client may see
+    /// (a machine token past its expiry).
+    Refused {
+        backend: BackendName,
+        account: Option<String>,
+        reason: String,
+    },
     /// No backend knows the user (and every backend could answer).
     UnknownUser,
     /// No backend decided and this one could not answer; the first such backend is named.
@@ -133,6 +140,16 @@ impl Chain {
                         decision: ChainDecision::Rejected {
                             backend: name,
                             account,
+                        },
+                        attempts,
+                    }
+                }
+                Ok(AuthnOutcome::Refused { account, reason }) => {
+                    return ChainResult {
+                        decision: ChainDecision::Refused {
+                            backend: name,
+                            account,
+                            reason,
                         },
                         attempts,
                     }

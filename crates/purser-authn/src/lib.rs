@@ -34,7 +34,7 @@
 // - hash: stored hash formats: parsing, verifying, the dummy hash, writing bcrypt
 // - issue: what a loaded file reports (LoadIssue, Severity)
 // - apache_file: the bounds and line rules htpasswd and htgroup share, and reading them
-// - htgroup, htpasswd, static_users, ldap: the backends
+// - htgroup, htpasswd, static_users, ldap, tokens: the backends
 // - error: one error type over the backends, for callers that want one
 // - cache, chain, conformance: what wraps and tests any backend
 mod apache_file;
@@ -53,6 +53,7 @@ pub mod htpasswd;
 mod issue;
 pub mod ldap;
 pub mod static_users;
+pub mod tokens;
 
 pub use apache_file::{FileError, MAX_FILE_BYTES, MAX_LINES};
 pub use cache::{Cached, CredentialCache};
@@ -67,3 +68,4 @@ pub use htgroup::{HtgroupDb, HtgroupError};
 pub use htpasswd::{HtpasswdAuthenticator, HtpasswdDb, HtpasswdError};
 pub use issue::{LoadIssue, Severity};
 pub use static_users::{StaticAuthenticator, StaticUserEntry};
+pub use tokens::{TokensAuthenticator, TokensDb};

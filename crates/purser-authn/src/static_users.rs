@@ -220,7 +220,7 @@ mod tests {
         for task in tasks {
             match task.await.unwrap().unwrap() {
                 AuthnOutcome::Accepted(_) => outcomes[0] += 1,
-                AuthnOutcome::Rejected { .. } => outcomes[1] += 1,
+                AuthnOutcome::Rejected { .. } | AuthnOutcome::Refused { .. } => outcomes[1] += 1,
                 AuthnOutcome::UnknownUser => outcomes[2] += 1,
             }
         }

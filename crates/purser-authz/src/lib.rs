@@ -31,6 +31,7 @@
 //! once per decision, so a reload never changes a decision halfway.
 #![forbid(unsafe_code)]
 
+mod cap;
 mod cases;
 mod error;
 mod explain;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 use purser_core::{Authorizer, Grant, Identity, Reloadable, RequestContext, ResourceScope};
 
+pub use cap::{apply_cap, check_cap};
 pub use cases::{run_cases, Case, CaseFailure, CaseFile, MAX_CASES};
 pub use error::{Loc, PolicyError, PolicyErrors};
 pub use explain::{render_explanation, Explanation, Verdict};

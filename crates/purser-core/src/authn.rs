@@ -1,6 +1,8 @@
 use std::fmt;
 
 use async_trait::async_trait;
+
+use crate::ScopeCap;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The name of an authentication backend, as it appears in metrics labels and logs.
@@ -50,6 +52,22 @@ impl Credentials {
 pub struct Identity {
     pub account: String,
     pub groups: Vec<String>,
+    /// The most this credential may ever be granted, whatever the policy says: `None` for no
+    /// cap (a person's password), `Some(caps)` for a machine token's `scopes` (an empty list
+    /// grants nothing).
+    pub cap: Option<Vec<ScopeCap>>,
+    /// The machine token that logged in, when one did: its name (for the audit record and the
+    /// refresh token) and when it ends.
+    pub machine: Option<MachineLogin>,
+}
+
+/// The machine token behind an identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineLogin {
+    /// The token's name (the user name it logs in with).
+    pub name: String,
+    /// Unix seconds when the token stops working; `None` for never.
+    pub expires: Option<i64>,
 }
 
 impl Identity {
@@ -57,6 +75,8 @@ impl Identity {
         Identity {
             account: account.into(),
             groups,
+            cap: None,
+            machine: None,
         }
     }
     pub fn anonymous() -> Self {
@@ -80,6 +100,12 @@ pub enum AuthnOutcome {
     Rejected { account: Option<String> },
     /// The backend does not know this user: the chain asks the next backend.
     UnknownUser,
+    /// The credential is right but may not be used any more (a machine token past its expiry):
+    /// refused like a wrong password, with `reason`, which names no secret, shown to the client.
+    Refused {
+        account: Option<String>,
+        reason: String,
+    },
 }
 
 impl AuthnOutcome {
@@ -90,7 +116,7 @@ impl AuthnOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             AuthnOutcome::Accepted(_) => "accepted",
-            AuthnOutcome::Rejected { .. } => "rejected",
+            AuthnOutcome::Rejected { .. } | AuthnOutcome::Refused { .. } => "rejected",
             AuthnOutcome::UnknownUser => "unknown_user",
         }
     }

@@ -20,12 +20,15 @@ mod scope;
 mod signer;
 
 pub use authn::{
-    Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, Password,
+    Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, MachineLogin,
+    Password,
 };
 pub use authz::{Authorizer, Grant, RequestContext, RuleRef};
 pub use limit::{
     Clock, LimiterError, LockScope, LoginAttempt, LoginLimiter, ManualClock, SystemClock,
 };
 pub use reload::Reloadable;
-pub use scope::{Access, ResourceScope, ScopeError, MAX_ACTION_LEN, MAX_NAME_LEN};
+pub use scope::{
+    Access, ResourceScope, ScopeCap, ScopeError, MAX_ACTION_LEN, MAX_CAP_LEN, MAX_NAME_LEN,
+};
 pub use signer::{Claims, SignError, Signer, VerifyError};

@@ -159,9 +159,98 @@ pub struct Access {
     pub actions: Vec<String>,
 }
 
+/// Longest scope cap accepted, in bytes.
+pub const MAX_CAP_LEN: usize = 1024;
+
+/// One entry of a credential's scope cap, as written: `repository:ci/app/**:pull,push`. The
+/// type and the name are patterns of the policy's language (globs or `/regex/`, no
+/// placeholders), checked and matched by purser-authz; `*` among the actions stands for every
+/// action. Here only the shape is read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScopeCap {
+    pub rtype: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl FromStr for ScopeCap {
+    type Err = ScopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() > MAX_CAP_LEN {
+            return Err(bad(s, "a scope cap is at most 1024 bytes"));
+        }
+        // As for a requested scope: the type ends at the first colon, the actions start after
+        // the last one, so a name may hold a colon (`host:port/**`, a regex).
+        let (rtype, rest) = s
+            .split_once(':')
+            .ok_or_else(|| ScopeError::Shape(truncate(s)))?;
+        let (name, actions) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| ScopeError::Shape(truncate(s)))?;
+        if rtype.is_empty() || name.is_empty() {
+            return Err(ScopeError::Shape(truncate(s)));
+        }
+        let actions: Vec<String> = actions
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if actions.is_empty() {
+            return Err(bad(s, "list at least one action (pull, push, delete or *)"));
+        }
+        if actions.len() > MAX_ACTIONS || actions.iter().any(|a| a.len() > MAX_ACTION_LEN) {
+            return Err(bad(s, "too many or too long actions"));
+        }
+        Ok(ScopeCap {
+            rtype: rtype.to_string(),
+            name: name.to_string(),
+            actions,
+        })
+    }
+}
+
+impl fmt::Display for ScopeCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.rtype, self.name, self.actions.join(","))
+    }
+}
+
+impl ScopeCap {
+    /// Whether the cap lets `action` through (its type and name already matched).
+    pub fn allows_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == "*" || a == action)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_caps_read_their_shape() {
+        let c: ScopeCap = "repository:ci/app/**:pull,push".parse().unwrap();
+        assert_eq!(
+            (c.rtype.as_str(), c.name.as_str()),
+            ("repository", "ci/app/**")
+        );
+        assert_eq!(c.actions, ["pull", "push"]);
+        assert_eq!(c.to_string(), "repository:ci/app/**:pull,push");
+        assert!(c.allows_action("push") && !c.allows_action("delete"));
+        let c: ScopeCap = "repository:/reg:[0-9]+/x/:*".parse().unwrap();
+        assert_eq!(c.name, "/reg:[0-9]+/x/");
+        assert!(c.allows_action("delete"));
+        for bad in [
+            "repository",
+            "repository:x",
+            ":x:pull",
+            "repository::pull",
+            "repository:x:",
+        ] {
+            assert!(bad.parse::<ScopeCap>().is_err(), "{bad}");
+        }
+    }
 
     fn p(s: &str) -> ResourceScope {
         s.parse().unwrap()

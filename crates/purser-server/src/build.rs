@@ -23,6 +23,7 @@ use crate::config::{Config, KeyAlg, KeyIdConfig, Problem};
 pub mod ctx;
 use crate::metrics::Metrics;
 use crate::reload::{self, Source};
+use crate::revocations::Revocations;
 use crate::stack::Readiness;
 use crate::tls::CertStore;
 pub use ctx::{BuildError, Ctx, Loaded, Mode, Parsed};
@@ -247,6 +248,49 @@ fn policy(
     )
 }
 
+/// `token.revocations_file`, watched: refresh tokens revoked by `purser revoke`. Unset, or a
+/// file that does not exist yet, revokes nothing (the first `purser revoke` creates it).
+fn revocations(
+    config: &Config,
+    ctx: &mut Ctx<'_>,
+) -> Result<Option<Arc<Reloadable<Revocations>>>, BuildError> {
+    const NAME: &str = "revocations";
+    let path = &config.token.revocations_file;
+    if path.as_os_str().is_empty() {
+        return Ok(Some(Arc::new(Reloadable::new(Revocations::empty()))));
+    }
+    ctx.metrics.init_reload_source(NAME);
+    let summary = |r: &Revocations| format!("{} accounts revoked", r.len());
+    let first = Revocations::load(path);
+    reload::record(
+        ctx.metrics,
+        NAME,
+        path,
+        &first.as_ref().map(summary).map_err(Clone::clone),
+    );
+    let first = first.map_err(|message| BuildError::Watched {
+        name: NAME,
+        key: "token.revocations_file".into(),
+        message,
+    });
+    let Some(first) = ctx.check(first)? else {
+        return Ok(None);
+    };
+    let holder = Arc::new(Reloadable::new(first));
+    let held = holder.clone();
+    ctx.sources.push(Source {
+        name: NAME,
+        path: path.clone(),
+        load: Box::new(move |p: &Path| {
+            let r = Revocations::load(p)?;
+            let s = summary(&r);
+            held.store(r);
+            Ok(s)
+        }),
+    });
+    Ok(Some(holder))
+}
+
 /// The chain of `authn.order`, each configured backend built by its own module.
 fn chain(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<Chain>>, BuildError> {
     let mut backends: Vec<Arc<dyn Authenticator>> = Vec::new();
@@ -307,6 +351,8 @@ pub struct Built {
     pub sources: Vec<Source>,
     pub readiness: Arc<ServerReadiness>,
     pub limiter: Arc<dyn purser_core::LoginLimiter>,
+    /// Refresh tokens revoked by `purser revoke` (`token.revocations_file`).
+    pub revocations: Arc<Reloadable<Revocations>>,
 }
 
 /// Every part, in the order `serve` has always built them. `Ok(None)` only in a dry run.
@@ -316,10 +362,11 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     let extra = published_keys(config, ctx)?;
     let chain = chain(config, ctx)?;
     let policy = policy(config, ctx)?;
+    let revocations = revocations(config, ctx)?;
     let tls = tls_store(config, ctx);
     let tls = ctx.check(tls)?;
-    let (Some(signer), Some(extra), Some(chain), Some(policy), Some(tls)) =
-        (signer, extra, chain, policy, tls)
+    let (Some(signer), Some(extra), Some(chain), Some(policy), Some(tls), Some(revocations)) =
+        (signer, extra, chain, policy, tls, revocations)
     else {
         return Ok(None);
     };
@@ -340,6 +387,7 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
         sources: std::mem::take(&mut ctx.sources),
         readiness,
         limiter,
+        revocations,
     }))
 }
 

@@ -29,7 +29,7 @@ pub use redact::REDACTED;
 pub use yaml::Yaml;
 
 pub use crate::backends::{
-    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser,
+    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser, TokensConfig,
 };
 pub use values::HumanDuration;
 
@@ -197,6 +197,9 @@ pub struct TokenConfig {
     pub publish_keys: Vec<PathBuf>,
     /// Refresh-token lifetime; `0s` disables refresh tokens. Default `30d`.
     pub refresh_lifetime: HumanDuration,
+    /// Revocations written by `purser revoke`: refresh tokens of an account issued at or before
+    /// a time are refused. Watched; a missing file revokes nothing. Default empty (off).
+    pub revocations_file: PathBuf,
 }
 
 impl Default for TokenConfig {
@@ -212,6 +215,7 @@ impl Default for TokenConfig {
             key_id: KeyIdConfig::Libtrust,
             publish_keys: Vec::new(),
             refresh_lifetime: HumanDuration::secs(30 * 86400),
+            revocations_file: PathBuf::new(),
         }
     }
 }

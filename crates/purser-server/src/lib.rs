@@ -10,6 +10,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backends;
 pub mod build;
 pub mod check;
@@ -23,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod request;
+pub mod revocations;
 pub mod serve;
 pub mod stack;
 pub mod tls;

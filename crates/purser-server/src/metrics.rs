@@ -1,6 +1,11 @@
 //! Every metric purser exports, registered on a registry passed in (never a global one).
 //! Names live here and nowhere else.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -19,6 +24,16 @@ pub const POLICY_RULES: &str = "purser_policy_rules";
 pub const LDAP_POOL_CONNECTIONS: &str = "purser_ldap_pool_connections";
 pub const LOCKOUTS: &str = "purser_lockouts_total";
 pub const BUILD_INFO: &str = "purser_build_info";
+pub const MACHINE_TOKENS: &str = "purser_machine_tokens";
+pub const MACHINE_TOKEN_EXPIRY: &str = "purser_machine_token_expiry_timestamp_seconds";
+pub const MACHINE_TOKEN_LAST_USED: &str = "purser_machine_token_last_used_timestamp_seconds";
+
+/// Lists the machine tokens loaded now: each one's name and expiry (unix seconds; `None`
+/// for never).
+pub type MachineTokenList = Box<dyn Fn() -> Vec<(String, Option<i64>)> + Send + Sync>;
+
+/// When each machine token was last used to log in (unix seconds), in this process's memory.
+type LastUsed = Arc<Mutex<HashMap<String, i64>>>;
 
 /// Request latencies run from well under a millisecond (a cached login, an ES256 signature) to
 /// seconds (a cold bcrypt of cost 12, a slow directory), so the buckets span both.
@@ -63,6 +78,7 @@ pub struct Metrics {
     pub policy_rules: IntGauge,
     pub ldap_pool_connections: IntGaugeVec,
     pub lockouts: IntCounterVec,
+    machine_token_last_used: LastUsed,
 }
 
 impl Metrics {
@@ -158,6 +174,7 @@ impl Metrics {
                 &["scope"],
             )?,
             registry: registry.clone(),
+            machine_token_last_used: LastUsed::default(),
         };
         let build = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; always 1."),
@@ -211,6 +228,42 @@ impl Metrics {
         }
     }
 
+    /// Notes that machine token `name` logged in (or refreshed) at `now` (unix seconds).
+    pub fn machine_token_used(&self, name: &str, now: i64) {
+        let mut map = self
+            .machine_token_last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match map.get_mut(name) {
+            Some(t) => *t = (*t).max(now),
+            None => {
+                map.insert(name.to_string(), now);
+            }
+        }
+    }
+
+    /// Exports the machine token gauges, computed at each scrape from `list` (so that a token
+    /// passing its expiry moves from active to expired without a reload). A failure to
+    /// register (a second call) is logged: the first export stays.
+    pub fn export_machine_tokens(&self, list: MachineTokenList) {
+        let collector = MachineTokens {
+            list,
+            last_used: self.machine_token_last_used.clone(),
+            descs: MachineTokens::gauges()
+                .map(|(a, b, c)| {
+                    [a.desc(), b.desc(), c.desc()]
+                        .concat()
+                        .into_iter()
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            tracing::warn!(error = %e, "machine token metrics not exported");
+        }
+    }
+
     /// The Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -218,6 +271,78 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The machine token gauges, made afresh at each scrape from the loaded tokens.
+struct MachineTokens {
+    list: MachineTokenList,
+    last_used: LastUsed,
+    descs: Vec<Desc>,
+}
+
+impl MachineTokens {
+    fn gauges() -> prometheus::Result<(IntGaugeVec, GaugeVec, GaugeVec)> {
+        Ok((
+            IntGaugeVec::new(
+                Opts::new(MACHINE_TOKENS, "Machine tokens in the tokens file, by state."),
+                &["state"],
+            )?,
+            GaugeVec::new(
+                Opts::new(
+                    MACHINE_TOKEN_EXPIRY,
+                    "Unix time when each machine token expires (tokens that never expire are not listed).",
+                ),
+                &["name"],
+            )?,
+            GaugeVec::new(
+                Opts::new(
+                    MACHINE_TOKEN_LAST_USED,
+                    "Unix time of each machine token's last login or refresh seen by this process.",
+                ),
+                &["name"],
+            )?,
+        ))
+    }
+}
+
+impl Collector for MachineTokens {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok((count, expiry, used)) = MachineTokens::gauges() else {
+            return Vec::new();
+        };
+        let now = purser_core::Clock::wall(&purser_core::SystemClock)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let tokens = (self.list)();
+        let last = self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (mut active, mut expired) = (0, 0);
+        for (name, expires) in &tokens {
+            match expires {
+                Some(e) if now >= *e => expired += 1,
+                _ => active += 1,
+            }
+            if let Some(e) = expires {
+                expiry.with_label_values(&[name]).set(*e as f64);
+            }
+            if let Some(t) = last.get(name) {
+                used.with_label_values(&[name]).set(*t as f64);
+            }
+        }
+        count.with_label_values(&["active"]).set(active);
+        count.with_label_values(&["expired"]).set(expired);
+        let mut out = count.collect();
+        out.extend(expiry.collect());
+        out.extend(used.collect());
+        out
     }
 }
 
@@ -262,5 +387,30 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name}")), "{name} missing");
         }
         assert!(text.contains("process_"), "process metrics missing");
+    }
+
+    #[test]
+    fn machine_token_gauges_follow_the_clock_and_the_file() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        m.export_machine_tokens(Box::new(|| {
+            vec![
+                ("old".to_string(), Some(1_000)),
+                ("ci-app".to_string(), Some(4_000_000_000)),
+                ("forever".to_string(), None),
+            ]
+        }));
+        m.machine_token_used("ci-app", 1_700_000_000);
+        m.machine_token_used("ci-app", 1_600_000_000);
+        let text = m.render();
+        for line in [
+            "purser_machine_tokens{state=\"active\"} 2",
+            "purser_machine_tokens{state=\"expired\"} 1",
+            "purser_machine_token_expiry_timestamp_seconds{name=\"ci-app\"} 4000000000",
+            "purser_machine_token_expiry_timestamp_seconds{name=\"old\"} 1000",
+            "purser_machine_token_last_used_timestamp_seconds{name=\"ci-app\"} 1700000000",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("name=\"forever\"}"), "{text}");
     }
 }

@@ -129,6 +129,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             chain: built.chain.clone(),
             signer: signer.clone(),
             metrics: metrics.clone(),
+            revocations: built.revocations.clone(),
         },
         issue: stack::issue::IssueSettings {
             issuer: config.token.issuer.clone(),

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use figment::Jail;
 use purser_server::config::{
-    Config, HtpasswdConfig, LdapConfig, LoadOptions, StaticConfig, StaticUser,
+    Config, HtpasswdConfig, LdapConfig, LoadOptions, StaticConfig, StaticUser, TokensConfig,
 };
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -74,6 +74,7 @@ fn reference_loads_validates_and_names_every_key() {
             users: [("u".to_string(), user)].into(),
         });
         full.authn.htpasswd = Some(HtpasswdConfig::default());
+        full.authn.tokens = Some(TokensConfig::default());
         full.authn.ldap = Some(LdapConfig {
             bind_password_file: Some(PathBuf::new()),
             ..LdapConfig::default()

@@ -27,6 +27,10 @@ pub struct RefreshClaims {
     /// a refresh grant is refused once the backend's fingerprint differs (password changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cs: Option<String>,
+    /// The machine token that logged in, when one did: the refresh grant looks the token up by
+    /// this name (several tokens may share an account), so the session ends with the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tok: Option<String>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -76,6 +80,8 @@ pub struct RefreshSubject<'a> {
     pub service: &'a str,
     pub backend: &'a str,
     pub stamp: Option<&'a str>,
+    /// The machine token's name, when one logged in.
+    pub token: Option<&'a str>,
 }
 
 /// Signs a refresh token for `who`, valid `lifetime` from `now` (unix seconds). The end is
@@ -95,6 +101,7 @@ pub fn issue_refresh(
         svc: who.service.to_string(),
         bk: who.backend.to_string(),
         cs: who.stamp.map(str::to_string),
+        tok: who.token.map(str::to_string),
         iat: now,
         exp: now.saturating_add(lifetime),
         jti: new_jti(),
@@ -146,6 +153,7 @@ mod tests {
             service: "registry.local",
             backend,
             stamp: None,
+            token: None,
         }
     }
 
@@ -180,6 +188,15 @@ mod tests {
         let t = issue_refresh(&s, "purser", stamped, DAY, NOW).unwrap();
         let c = check_refresh(&s, &t, "purser", "registry.local", NOW).unwrap();
         assert_eq!(c.cs.as_deref(), Some("abc"));
+        assert_eq!(c.tok, None);
+        // So does the machine token's name.
+        let machine = RefreshSubject {
+            token: Some("ci-app"),
+            ..who("ci", "tokens")
+        };
+        let t = issue_refresh(&s, "purser", machine, DAY, NOW).unwrap();
+        let c = check_refresh(&s, &t, "purser", "registry.local", NOW).unwrap();
+        assert_eq!((c.sub.as_str(), c.tok.as_deref()), ("ci", Some("ci-app")));
     }
 
     #[test]

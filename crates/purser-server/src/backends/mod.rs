@@ -20,10 +20,12 @@
 pub mod htpasswd;
 pub mod ldap;
 pub mod static_users;
+pub mod tokens;
 
 pub use htpasswd::HtpasswdConfig;
 pub use ldap::LdapConfig;
 pub use static_users::{StaticConfig, StaticUser};
+pub use tokens::TokensConfig;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use crate::config::values::HumanDuration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    Tokens,
     Static,
     Htpasswd,
     Ldap,
@@ -66,8 +69,10 @@ macro_rules! slot {
 }
 
 impl BackendKind {
-    /// Every backend, in the default chain order.
-    pub const ALL: [BackendKind; 3] = [
+    /// Every backend, in the default chain order. Machine tokens come first: a login with one
+    /// costs a SHA-256, and asking a hashing backend first would cost a bcrypt for nothing.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Tokens,
         BackendKind::Static,
         BackendKind::Htpasswd,
         BackendKind::Ldap,
@@ -77,6 +82,7 @@ impl BackendKind {
     /// `authn`, its field of [`AuthnConfig`], and its module.
     fn slot(self) -> Slot {
         match self {
+            BackendKind::Tokens => slot!("tokens", tokens, tokens),
             BackendKind::Static => slot!("static", r#static, static_users),
             BackendKind::Htpasswd => slot!("htpasswd", htpasswd, htpasswd),
             BackendKind::Ldap => slot!("ldap", ldap, ldap),
@@ -132,12 +138,15 @@ pub trait Backend: Send + Sync {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthnConfig {
     /// The chain, of the backends configured below; unconfigured ones are skipped.
-    /// Default `[static, htpasswd, ldap]`.
+    /// Default `[tokens, static, htpasswd, ldap]`.
     pub order: Vec<BackendKind>,
     /// A request without credentials gets account `""` (the policy decides). Default `false`.
     pub anonymous: bool,
     /// Remember a verified password this long; `0s` never. Default `60s`.
     pub cache_ttl: HumanDuration,
+    /// Machine tokens: a watched file of token digests. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokensConfig>,
     /// Users written in the config. Default: none (backend off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r#static: Option<StaticConfig>,
@@ -155,6 +164,7 @@ impl Default for AuthnConfig {
             order: BackendKind::ALL.to_vec(),
             anonymous: false,
             cache_ttl: HumanDuration::secs(60),
+            tokens: None,
             r#static: None,
             htpasswd: None,
             ldap: None,

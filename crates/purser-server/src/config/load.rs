@@ -390,6 +390,7 @@ fn resolve_paths(c: &mut Config, base: &Path) {
     resolve(&mut c.server.tls.key_file, base);
     resolve(&mut c.token.signing_key_file, base);
     resolve(&mut c.token.certificate_file, base);
+    resolve(&mut c.token.revocations_file, base);
     for key in &mut c.token.publish_keys {
         resolve(key, base);
     }

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use purser_authn::chain::{Chain, ChainDecision};
-use purser_core::{Credentials, Identity, Signer};
+use purser_core::{Credentials, Identity, Reloadable, Signer};
 use tower::{Layer, Service, ServiceExt};
 
 use super::call::{Audit, Caller, LoginVerdict, Proof, TokenCall, TokenReply};
 use super::endpoint::UNAVAILABLE_RETRY;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::revocations::Revocations;
 
 /// What authentication needs, built once.
 pub struct AuthnSettings {
@@ -25,6 +26,8 @@ pub struct AuthnSettings {
     /// Verifies refresh tokens (they are signed by the token key).
     pub signer: Arc<dyn Signer>,
     pub metrics: Metrics,
+    /// Refresh tokens revoked by `purser revoke`.
+    pub revocations: Arc<Reloadable<Revocations>>,
 }
 
 #[derive(Clone)]
@@ -137,6 +140,9 @@ where
                     }
                 }
             };
+            if let Some(m) = &caller.identity.machine {
+                settings.metrics.machine_token_used(&m.name, call.now);
+            }
             call.caller = Some(caller);
             let mut reply = inner.oneshot(call).await?;
             reply.verdict = verdict;
@@ -179,6 +185,18 @@ async fn password(settings: &AuthnSettings, creds: &Credentials) -> Result<Calle
             let mut accounts = vec![creds.username.clone()];
             accounts.extend(account.filter(|a| *a != creds.username));
             Err((refused(), LoginVerdict::Failed { accounts }))
+        }
+        ChainDecision::Refused {
+            account, reason, ..
+        } => {
+            // The credential was right, so this is no guess; it still counts like a failure,
+            // so that a robot retrying an expired token does not hammer the server.
+            let mut accounts = vec![creds.username.clone()];
+            accounts.extend(account.filter(|a| *a != creds.username));
+            Err((
+                ApiError::Unauthorized(reason),
+                LoginVerdict::Failed { accounts },
+            ))
         }
         ChainDecision::UnknownUser => Err((
             refused(),
@@ -238,16 +256,39 @@ async fn refresh(
         )
     })?;
     let account = Some(rc.sub.clone());
-    let identity = match settings.chain.lookup(&rc.bk, &rc.sub).await {
-        Ok(Some(identity)) => identity,
+    if settings.revocations.load().is_revoked(&rc.sub, rc.iat) {
+        tracing::info!(account = %rc.sub, "refresh grant refused: revoked by `purser revoke`");
+        return Err((
+            ApiError::InvalidGrant("this refresh token was revoked; log in again".into()),
+            account,
+            LoginVerdict::NotChecked,
+        ));
+    }
+    // A machine token's session is looked up by the token's name: it ends when the token is
+    // removed, made again or expires.
+    let key = rc.tok.as_deref().unwrap_or(&rc.sub);
+    let identity = match settings.chain.lookup(&rc.bk, key).await {
+        Ok(Some(identity)) if identity.account == rc.sub => identity,
+        Ok(Some(_)) => return Err((
+            ApiError::InvalidGrant(
+                "the credential of this refresh token now belongs to another account; log in again"
+                    .into(),
+            ),
+            account,
+            LoginVerdict::NotChecked,
+        )),
         Ok(None) => {
-            return Err((
-                ApiError::InvalidGrant(
-                    "the account of this refresh token no longer exists; log in again".into(),
+            let message = match &rc.tok {
+                Some(name) => format!(
+                    "machine token {name} was revoked or has expired; log in with a current token"
                 ),
+                None => "the account of this refresh token no longer exists; log in again".into(),
+            };
+            return Err((
+                ApiError::InvalidGrant(message),
                 account,
                 LoginVerdict::NotChecked,
-            ))
+            ));
         }
         Err(e) => {
             tracing::warn!(backend = %rc.bk, error = %e, "refresh grant: account lookup failed");
@@ -263,7 +304,7 @@ async fn refresh(
     };
     // A token from before the backend kept fingerprints has none: it is refused too, so that
     // no session outlives a password change unnoticed.
-    if settings.chain.credential_stamp(&rc.bk, &rc.sub) != rc.cs {
+    if settings.chain.credential_stamp(&rc.bk, key) != rc.cs {
         tracing::info!(backend = %rc.bk, account = %rc.sub, "refresh grant refused: the account's password changed since the token was issued");
         return Err((
             ApiError::InvalidGrant(

@@ -72,6 +72,8 @@ pub enum LoginVerdict {
 #[derive(Debug, Default)]
 pub struct Audit {
     pub account: Option<String>,
+    /// The machine token that logged in, when one did (its name, never its secret).
+    pub machine_token: Option<String>,
     pub backend: Option<&'static str>,
     /// The groups the account was given (by its backend), as the policy saw them.
     pub groups: Vec<String>,

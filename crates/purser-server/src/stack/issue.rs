@@ -59,6 +59,7 @@ impl Service<TokenCall> for IssueService {
         });
         let mut audit = Audit {
             account: Some(caller.identity.account.clone()),
+            machine_token: caller.identity.machine.as_ref().map(|m| m.name.clone()),
             backend: caller.backend,
             groups: caller.identity.groups.clone(),
             decisions: Vec::with_capacity(call.scopes.len()),
@@ -87,7 +88,15 @@ impl IssueSettings {
         let mut access = Vec::with_capacity(call.scopes.len());
         let mut granted_scopes = Vec::new();
         // One policy version decides every scope of the request, even across a reload.
-        let grants = self.authorizer.authorize_all(&identity, &ctx, &call.scopes);
+        let mut grants = self.authorizer.authorize_all(&identity, &ctx, &call.scopes);
+        // A capped credential (a machine token) gets no more than its cap, whatever the policy
+        // grants its account: requested ∩ policy ∩ cap.
+        if let Some(cap) = &identity.cap {
+            for (scope, grant) in call.scopes.iter().zip(grants.iter_mut()) {
+                grant.actions =
+                    purser_authz::apply_cap(cap, scope, std::mem::take(&mut grant.actions));
+            }
+        }
         for (scope, grant) in call.scopes.into_iter().zip(grants) {
             self.metrics
                 .authz_decisions
@@ -141,18 +150,28 @@ impl IssueSettings {
                     && !self.refresh_lifetime.is_zero()
                     && !identity.is_anonymous() =>
             {
-                let stamp = self.chain.credential_stamp(bk, &identity.account);
+                // A machine token is looked up by its name, and its session never outlives it.
+                let token = identity.machine.as_ref().map(|m| m.name.as_str());
+                let stamp = self
+                    .chain
+                    .credential_stamp(bk, token.unwrap_or(&identity.account));
                 let who = purser_token::RefreshSubject {
                     account: &identity.account,
                     service: &call.service,
                     backend: bk,
                     stamp: stamp.as_deref(),
+                    token,
                 };
+                let mut lifetime = self.refresh_lifetime;
+                if let Some(end) = identity.machine.as_ref().and_then(|m| m.expires) {
+                    let left = u64::try_from(end.saturating_sub(now)).unwrap_or(0);
+                    lifetime = lifetime.min(Duration::from_secs(left));
+                }
                 let rt = purser_token::issue_refresh(
                     self.signer.as_ref(),
                     &self.issuer,
                     who,
-                    self.refresh_lifetime,
+                    lifetime,
                     now,
                 )
                 .map_err(|e| {

@@ -146,6 +146,22 @@ fn audit_record(s: &Served) {
     let a: &Audit = &s.audit;
     let scopes = scopes_json(&a.decisions);
     let groups = serde_json::to_string(&a.groups).unwrap_or_default();
+    if let Some(token) = &a.machine_token {
+        tracing::info!(
+            target: AUDIT_TARGET,
+            client_ip = %s.client,
+            method = s.method,
+            account = a.account.as_deref().unwrap_or(""),
+            backend = a.backend.unwrap_or(""),
+            machine_token = %token,
+            groups = %groups,
+            scopes = %scopes,
+            outcome = s.outcome.label(),
+            status = s.status.as_u16(),
+            "token request"
+        );
+        return;
+    }
     tracing::info!(
         target: AUDIT_TARGET,
         client_ip = %s.client,
