@@ -24,7 +24,8 @@ pub use authn::{
 };
 pub use authz::{Authorizer, Grant, RequestContext, RuleRef};
 pub use limit::{
-    Clock, LimiterError, LockScope, LoginAttempt, LoginLimiter, ManualClock, SystemClock,
+    Clock, DigestKey, Gate, LimiterError, LockScope, LoginAttempt, LoginLimiter, ManualClock,
+    PasswordDigest, SystemClock,
 };
 pub use reload::Reloadable;
 pub use scope::{Access, ResourceScope, ScopeError, MAX_ACTION_LEN, MAX_NAME_LEN};

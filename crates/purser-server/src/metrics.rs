@@ -19,6 +19,11 @@ pub const POLICY_RULES: &str = "purser_policy_rules";
 pub const LDAP_POOL_CONNECTIONS: &str = "purser_ldap_pool_connections";
 pub const LOCKOUTS: &str = "purser_lockouts_total";
 pub const BUILD_INFO: &str = "purser_build_info";
+pub const STATE_ERRORS: &str = "purser_state_errors_total";
+pub const STATE_BACKEND_UP: &str = "purser_state_backend_up";
+
+/// The `op` label of `purser_state_errors_total`: the limiter's operations on its store.
+pub const STATE_OPS: [&str; 4] = ["check", "failure", "success", "key"];
 
 /// Request latencies run from well under a millisecond (a cached login, an ES256 signature) to
 /// seconds (a cold bcrypt of cost 12, a slow directory), so the buckets span both.
@@ -63,6 +68,8 @@ pub struct Metrics {
     pub policy_rules: IntGauge,
     pub ldap_pool_connections: IntGaugeVec,
     pub lockouts: IntCounterVec,
+    pub state_errors: IntCounterVec,
+    pub state_backend_up: IntGauge,
 }
 
 impl Metrics {
@@ -157,6 +164,21 @@ impl Metrics {
                 "Lockouts after failed logins, per account or client IP.",
                 &["scope"],
             )?,
+            state_errors: counter(
+                STATE_ERRORS,
+                "Operations on the shared failed-login store that failed or timed out.",
+                &["op"],
+            )?,
+            state_backend_up: {
+                let g = IntGauge::new(
+                    STATE_BACKEND_UP,
+                    "1 while the failed-login store answers (always, for memory); 0 while \
+                     the replica counts on its own or refuses logins.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g.set(1);
+                g
+            },
             registry: registry.clone(),
         };
         let build = IntGaugeVec::new(
@@ -186,6 +208,9 @@ impl Metrics {
         }
         for s in ["account", "ip"] {
             m.lockouts.with_label_values(&[s]);
+        }
+        for op in STATE_OPS {
+            m.state_errors.with_label_values(&[op]);
         }
         Ok(m)
     }
@@ -258,6 +283,8 @@ mod tests {
             LDAP_POOL_CONNECTIONS,
             LOCKOUTS,
             BUILD_INFO,
+            STATE_ERRORS,
+            STATE_BACKEND_UP,
         ] {
             assert!(text.contains(&format!("# TYPE {name}")), "{name} missing");
         }
