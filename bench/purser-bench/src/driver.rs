@@ -111,6 +111,9 @@ pub enum Target {
         large_users: bool,
         large_policy: bool,
         scopes: usize,
+        /// The failed-login state in a redis-server of its own (`state.backend: redis`).
+        #[serde(default)]
+        redis: bool,
     },
     /// The minimal hyper endpoint.
     Limit,
@@ -133,6 +136,7 @@ pub fn scenarios() -> Vec<Scenario> {
         large_users,
         large_policy,
         scopes,
+        redis: false,
     };
     let mut out = Vec::new();
     for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
@@ -171,6 +175,20 @@ pub fn scenarios() -> Vec<Scenario> {
         connections: 16,
         probe: false,
     });
+    // The failed-login state in memory, then in Redis, one after the other in the same run
+    // (`--only "state "`): the warm path's price of a shared store.
+    for redis in [false, true] {
+        let mut target = purser(Alg::Es256, true, false, false, 1);
+        if let Target::Purser { redis: r, .. } = &mut target {
+            *r = redis;
+        }
+        out.push(Scenario {
+            name: format!("state {} ES256 c16", if redis { "redis" } else { "memory" }),
+            target,
+            connections: 16,
+            probe: false,
+        });
+    }
     // Sixteen logins at once (the acceptance figure), then one at a time: the same saturated
     // core, with one bcrypt thread instead of sixteen competing with the event loop.
     for c in [16, 1] {
@@ -323,6 +341,48 @@ impl Drop for Running {
     }
 }
 
+/// A redis-server of its own for a scenario, on the load generator's CPUs (it stands for a
+/// store on another machine: its work is not the server's), without persistence; its URL.
+fn start_redis(opts: &Options) -> anyhow::Result<(Running, String)> {
+    const REDIS_SERVER: &str = "/usr/bin/redis-server";
+    if !Path::new(REDIS_SERVER).exists() {
+        bail!("{REDIS_SERVER} is needed for the redis scenario (Debian: redis-server)");
+    }
+    let addr = free_addr()?;
+    let mut cmd = pinned(&opts.load_cpus, Path::new(REDIS_SERVER));
+    cmd.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&opts.work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut running = Running {
+        child: cmd.spawn().context("cannot start redis-server")?,
+        what: "redis-server".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = running.exited() {
+            bail!("redis-server exited at start ({status})");
+        }
+        let pong = TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(b"PING\r\n")?;
+            let mut buf = [0u8; 8];
+            let n = s.read(&mut buf)?;
+            Ok(buf[..n].starts_with(b"+PONG"))
+        });
+        if matches!(pong, Ok(true)) {
+            return Ok((running, format!("redis://{addr}/0")));
+        }
+        if Instant::now() > deadline {
+            bail!("redis-server did not answer within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One request on a fresh connection, blocking; the answer's status and body.
 pub fn fetch(addr: SocketAddr, request: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -468,6 +528,8 @@ fn run_scenario(
         .join("logs")
         .join(format!("{}.log", slug(&s.name)));
     let log_file = std::fs::File::create(&log)?;
+    // Stopped when the scenario ends (dropped after the server).
+    let mut _redis_server: Option<Running> = None;
     let (mut server, requests, warm) = match &s.target {
         Target::Purser {
             alg,
@@ -475,8 +537,16 @@ fn run_scenario(
             large_users,
             large_policy,
             scopes,
+            redis,
         } => {
             let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
+            let redis_url = if *redis {
+                let (server, url) = start_redis(opts)?;
+                _redis_server = Some(server);
+                Some(url)
+            } else {
+                None
+            };
             let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
             let listen = addr.to_string();
             std::fs::write(
@@ -496,6 +566,7 @@ fn run_scenario(
                         &p.policy_small
                     },
                     cache_ttl: if *warm { "10m" } else { "0s" },
+                    redis_url: redis_url.as_deref(),
                 }),
             )?;
             let mut cmd = pinned(&opts.server_cpus, &opts.server.program);
@@ -874,6 +945,22 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
             ),
         );
     }
+    if let (Some(m), Some(r)) = (
+        row(rows, "state memory ES256 c16"),
+        row(rows, "state redis ES256 c16"),
+    ) {
+        let ratio = r.result.per_second / m.result.per_second;
+        check(
+            "6. warm path with state.backend: redis >= 80% of memory".into(),
+            ratio >= 0.8,
+            format!(
+                "{:.0}/s vs {:.0}/s = {:.0}%",
+                r.result.per_second,
+                m.result.per_second,
+                ratio * 100.0
+            ),
+        );
+    }
     let purser_rows: Vec<&Row> = rows
         .iter()
         .filter(|r| matches!(r.scenario.target, Target::Purser { .. }))
@@ -1034,6 +1121,8 @@ mod tests {
             "warm ES256 c16 10k rules",
             "warm ES256 c16 100k users",
             "warm ES256 c16 16 scopes",
+            "state memory ES256 c16",
+            "state redis ES256 c16",
         ] {
             assert!(names.contains(&needed), "{needed}");
         }

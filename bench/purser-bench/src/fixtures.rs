@@ -234,6 +234,8 @@ pub struct ServerFiles<'a> {
     pub policy: &'a Path,
     /// `authn.cache_ttl`: `"60s"` for the warm path, `"0s"` for the cold one.
     pub cache_ttl: &'a str,
+    /// `state.redis.url` for `state.backend: redis`; `None`: the memory store.
+    pub redis_url: Option<&'a str>,
 }
 
 /// purser's configuration for one scenario: defaults everywhere else (log level info, so the
@@ -248,7 +250,10 @@ pub fn server_config(f: &ServerFiles<'_>) -> String {
         htpasswd = q(f.htpasswd),
         htgroup = q(f.htgroup),
         policy = q(f.policy),
-    )
+    ) + &match f.redis_url {
+        Some(url) => format!("state:\n  backend: redis\n  redis:\n    url: \"{url}\"\n"),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +361,7 @@ mod tests {
             htgroup: &p("groups"),
             policy: &p("policy.yaml"),
             cache_ttl: "0s",
+            redis_url: None,
         });
         std::fs::write(p("purser.yaml"), yaml).unwrap();
         let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {
@@ -366,5 +372,25 @@ mod tests {
         assert!(loaded.config.authn.cache_ttl.0.is_zero());
         assert_eq!(loaded.config.server.listen, "127.0.0.1:1");
         assert_eq!(loaded.config.authz.policy_file, p("policy.yaml"));
+        // The redis scenario's section loads too.
+        let yaml = server_config(&ServerFiles {
+            listen: "127.0.0.1:1",
+            key_file: &p("key.pem"),
+            htpasswd: &p("users"),
+            htgroup: &p("groups"),
+            policy: &p("policy.yaml"),
+            cache_ttl: "10m",
+            redis_url: Some("redis://127.0.0.1:6379/0"),
+        });
+        std::fs::write(p("purser.yaml"), yaml).unwrap();
+        let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {
+            config_file: Some(p("purser.yaml")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            loaded.config.state.backend,
+            purser_server::config::StateBackend::Redis
+        );
     }
 }
