@@ -160,7 +160,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 /// Keys remembered until a moment, oldest forgotten first when full: the wrong-password digests
 /// and the trusted (account, address) pairs. Forgetting one early costs little (a repeated
 /// password counts once more; the owner's address needs one more login to be trusted again).
-struct Expiring<K> {
+pub(super) struct Expiring<K> {
     map: HashMap<K, Instant>,
     /// Insertion order with each insertion's expiry, to recognise a stale slot.
     order: VecDeque<(K, Instant)>,
@@ -168,7 +168,7 @@ struct Expiring<K> {
 }
 
 impl<K: Hash + Eq + Clone> Expiring<K> {
-    fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Expiring {
             map: HashMap::new(),
             order: VecDeque::new(),
@@ -199,7 +199,7 @@ impl<K: Hash + Eq + Clone> Expiring<K> {
     }
 
     /// Remembers `key` for `ttl` unless it is remembered already; true when it was not.
-    fn insert_new(&mut self, key: K, now: Instant, ttl: Duration) -> bool {
+    pub(super) fn insert_new(&mut self, key: K, now: Instant, ttl: Duration) -> bool {
         if self.contains(&key, now) {
             return false;
         }
@@ -209,6 +209,16 @@ impl<K: Hash + Eq + Clone> Expiring<K> {
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub(super) fn remove(&mut self, key: &K) {
+        // Its slot in `order` goes stale and is dropped when met.
+        self.map.remove(key);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
     }
 }
 

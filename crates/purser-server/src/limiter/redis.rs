@@ -33,7 +33,7 @@ use purser_core::{Clock, DigestKey, Gate, LimiterError, LockScope, LoginAttempt,
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 
-use super::memory::{LockoutSettings, MemoryLimiter, DEFAULT_CAPACITY};
+use super::memory::{Expiring, LockoutSettings, MemoryLimiter, DEFAULT_CAPACITY};
 use crate::config::OnStateError;
 use crate::metrics::Metrics;
 
@@ -41,6 +41,10 @@ use crate::metrics::Metrics;
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// The digest key's expiry in Redis: renewed by every replica's reads, so it outlives them all.
 const KEY_TTL_SECS: u64 = 7 * 86400;
+/// How long after writing an address's trust to Redis this replica writes it again at most: a
+/// warm login then costs one round trip, not two (the trust lasts `trusted_address_ttl` less at
+/// most this much).
+const TRUST_REFRESH: Duration = Duration::from_secs(3600);
 /// While Redis is down, how often an operation tries it again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -144,6 +148,9 @@ pub struct RedisLimiter {
     up: AtomicBool,
     next_probe: Mutex<Instant>,
     key: Mutex<Option<(DigestKey, Instant)>>,
+    /// The (account, address) pairs whose trust this replica wrote within [`TRUST_REFRESH`];
+    /// forgotten when Redis comes back (it may have restarted empty).
+    trust_written: Mutex<Expiring<(String, IpAddr)>>,
     check: redis::Script,
     fail: redis::Script,
     key_script: redis::Script,
@@ -177,6 +184,7 @@ impl RedisLimiter {
             metrics,
             up: AtomicBool::new(true),
             key: Mutex::new(None),
+            trust_written: Mutex::new(Expiring::new(DEFAULT_CAPACITY)),
             check: redis::Script::new(CHECK),
             fail: redis::Script::new(FAIL),
             key_script: redis::Script::new(KEY),
@@ -252,6 +260,10 @@ impl RedisLimiter {
                     self.metrics.state_backend_up.set(1);
                     // Redis may have restarted empty, with a new digest key.
                     *self.key.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.trust_written
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear();
                     tracing::info!("the shared failed-login store (Redis) answers again: counting is shared again");
                 }
                 Outcome::Done(v)
@@ -479,10 +491,21 @@ impl LoginLimiter for RedisLimiter {
         }
         // Kept here too, so that an outage does not make the owner's address a stranger.
         self.local.succeed(attempt);
+        let now = self.clock.now();
+        let fresh: Vec<String> = {
+            let mut written = self.trust_written.lock().unwrap_or_else(|p| p.into_inner());
+            Self::accounts(attempt)
+                .into_iter()
+                .filter(|a| written.insert_new((a.clone(), ip), now, TRUST_REFRESH))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
-        for a in Self::accounts(attempt) {
+        for a in &fresh {
             pipe.cmd("SET")
-                .arg(self.trust_key(&a, ip))
+                .arg(self.trust_key(a, ip))
                 .arg(1)
                 .arg("PX")
                 .arg(millis(s.trusted_address_ttl))
@@ -493,10 +516,17 @@ impl LoginLimiter for RedisLimiter {
                 pipe.query_async::<()>(&mut c).await
             })
             .await;
-        match (r, self.redis.on_error) {
-            (Outcome::Done(()), _) | (Outcome::Unavailable, OnStateError::Local) => Ok(()),
-            (Outcome::Unavailable, OnStateError::Closed) => self.unavailable(),
+        if let Outcome::Unavailable = r {
+            // Not written: the next login writes it.
+            let mut written = self.trust_written.lock().unwrap_or_else(|p| p.into_inner());
+            for a in fresh {
+                written.remove(&(a, ip));
+            }
+            if self.redis.on_error == OnStateError::Closed {
+                return self.unavailable();
+            }
         }
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@
 //!   LoadShed         past the in-flight bound: 503 with Retry-After at once, never a queue
 //!   ConcurrencyLimit one bound for the whole server (MAX_IN_FLIGHT), not per connection
 //!   Endpoint         HTTP <-> TokenCall: parse, shape checks, the answer's dialect
-//!     Limiter        locked accounts and addresses: 429 before any password check
+//!     Limiter        locked accounts and addresses: 429, a wrong password sent again: 401,
+//!                    before any password check
 //!     Authn          proof -> caller, through the backend chain or the refresh token
 //!     Issue          the policy decides every scope; the token is signed
 //! ```
