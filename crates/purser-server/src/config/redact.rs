@@ -42,13 +42,17 @@ mod tests {
             bind_password: "hunter2-bind".into(),
             ..LdapConfig::default()
         });
+        c.state.redis.url = "redis://:hunter2-redis@10.0.0.1:6379/0".into();
         let yaml = c.to_redacted_yaml();
         assert!(!yaml.contains(hash), "{yaml}");
         assert!(!yaml.contains("hunter2-bind"), "{yaml}");
-        assert_eq!(yaml.matches(REDACTED).count(), 2, "{yaml}");
+        assert!(!yaml.contains("hunter2-redis"), "{yaml}");
+        assert_eq!(yaml.matches(REDACTED).count(), 3, "{yaml}");
         let debug = format!("{c:?}");
         assert!(
-            !debug.contains(hash) && !debug.contains("hunter2-bind"),
+            !debug.contains(hash)
+                && !debug.contains("hunter2-bind")
+                && !debug.contains("hunter2-redis"),
             "{debug}"
         );
         // The printed form reads back as the same shape.
