@@ -200,7 +200,13 @@ fn ldap_lockout_and_tokens_follow_the_directory_account() {
     // Wrong passwords as `alice`, each from its own address (no address is locked), lock the
     // account; `ALICE` with the right password (and a cached login) is that account: 429.
     for i in 0..MAX_FAILURES {
-        let r = attempt(&p, "alice", "wrong", &format!("10.3.0.{i}"), TEAM);
+        let r = attempt(
+            &p,
+            "alice",
+            &format!("wrong-{i}"),
+            &format!("10.3.0.{i}"),
+            TEAM,
+        );
         assert_eq!(r.status, 401, "wrong password {i}: {}", r.text());
     }
     for (name, ip) in [

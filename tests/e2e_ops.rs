@@ -57,7 +57,7 @@ fn mix_config() -> (Value, Vec<String>) {
     set_path(
         &mut c,
         "limits.failed_logins",
-        json!({ "max": 3, "window": "60s", "lockout": "5m" }),
+        json!({ "max": 3, "per_address_max": 3, "window": "60s", "lockout": "5m" }),
     );
     (c, hashes)
 }
@@ -357,12 +357,16 @@ fn run_mix(p: &Purser) -> Mix {
     };
     m.run(p, &bad_grant, 400);
     m.request("POST", "bad_request");
-    // Account lockout: three failures for dave from three addresses, then even his right
-    // password is refused with 429 (and costs no backend attempt).
-    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+    // Account lockout: three distinct wrong passwords for dave from three addresses, then even
+    // his right password is refused with 429 (and costs no backend attempt).
+    for (ip, guess) in [
+        ("198.51.100.1", "guess-1"),
+        ("198.51.100.2", "guess-2"),
+        ("198.51.100.3", "guess-3"),
+    ] {
         m.run(
             p,
-            &get(Some((DAVE.0, WRONG)), "repository:dave/app:pull", ip),
+            &get(Some((DAVE.0, guess)), "repository:dave/app:pull", ip),
             401,
         );
         m.request("GET", "unauthorized");
@@ -376,12 +380,13 @@ fn run_mix(p: &Purser) -> Mix {
     );
     assert!(r.header("retry-after").is_some(), "429 without Retry-After");
     m.request("GET", "rate_limited");
-    // Address lockout: three accounts fail from one address (none reaches three failures).
+    // Address lockout: three accounts fail from one address (none reaches three failures), with
+    // a password none of them was refused for yet (a remembered one would not count).
     let noisy = "203.0.113.7";
     for user in [ALICE.0, BOB.0, ERIN.0] {
         m.run(
             p,
-            &get(Some((user, WRONG)), "repository:x/app:pull", noisy),
+            &get(Some((user, "noisy-guess")), "repository:x/app:pull", noisy),
             401,
         );
         m.request("GET", "unauthorized");

@@ -191,7 +191,7 @@ fn refresh_grants_are_refused_while_the_account_or_address_is_locked() {
     set_path(
         &mut c,
         "limits.failed_logins",
-        json!({ "max": 3, "window": "60s", "lockout": "300s" }),
+        json!({ "max": 3, "per_address_max": 3, "window": "60s", "lockout": "300s" }),
     );
     set_path(&mut c, "server.trusted_proxies", json!(["127.0.0.1/32"]));
     let p = Purser::start(c, &[]);
@@ -199,19 +199,21 @@ fn refresh_grants_are_refused_while_the_account_or_address_is_locked() {
     assert_eq!(refresh(&p, &rt, Some("192.0.2.10")).status, 200);
 
     // Three wrong passwords for alice from elsewhere lock her account ...
-    for _ in 0..3 {
+    for i in 0..3 {
         let r = Http::get(&p.token_url())
             .query(&[("service", SERVICE)])
-            .basic("alice", "wrong")
+            .basic("alice", &format!("wrong-{i}"))
             .header("X-Forwarded-For", "198.51.100.1")
             .send()
             .expect("token request");
         assert_eq!(r.status, 401, "{}", r.text());
     }
-    // ... and her refresh token with it.
-    let r = refresh(&p, &rt, Some("192.0.2.10"));
+    // ... and her refresh token with it, from an address she never logged in from ...
+    let r = refresh(&p, &rt, Some("192.0.2.11"));
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.header("Retry-After").is_some());
+    // ... but not from the one her last grant came from: it is trusted by her account.
+    assert_eq!(refresh(&p, &rt, Some("192.0.2.10")).status, 200);
 
     // Invalid refresh tokens count as failed logins of their address.
     let junk = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";

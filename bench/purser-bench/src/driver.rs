@@ -115,6 +115,9 @@ pub enum Target {
         /// htpasswd passwords.
         #[serde(default)]
         machine_tokens: bool,
+        /// The failed-login state in a redis-server of its own (`state.backend: redis`).
+        #[serde(default)]
+        redis: bool,
     },
     /// The minimal hyper endpoint.
     Limit,
@@ -138,6 +141,7 @@ pub fn scenarios() -> Vec<Scenario> {
         large_policy,
         scopes,
         machine_tokens: false,
+        redis: false,
     };
     let mut out = Vec::new();
     for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
@@ -187,10 +191,25 @@ pub fn scenarios() -> Vec<Scenario> {
             large_policy: false,
             scopes: 1,
             machine_tokens: true,
+            redis: false,
         },
         connections: 16,
         probe: false,
     });
+    // The failed-login state in memory, then in Redis, one after the other in the same run
+    // (`--only "state "`): the warm path's price of a shared store.
+    for redis in [false, true] {
+        let mut target = purser(Alg::Es256, true, false, false, 1);
+        if let Target::Purser { redis: r, .. } = &mut target {
+            *r = redis;
+        }
+        out.push(Scenario {
+            name: format!("state {} ES256 c16", if redis { "redis" } else { "memory" }),
+            target,
+            connections: 16,
+            probe: false,
+        });
+    }
     // Sixteen logins at once (the acceptance figure), then one at a time: the same saturated
     // core, with one bcrypt thread instead of sixteen competing with the event loop.
     for c in [16, 1] {
@@ -340,6 +359,48 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A redis-server of its own for a scenario, on the load generator's CPUs (it stands for a
+/// store on another machine: its work is not the server's), without persistence; its URL.
+fn start_redis(opts: &Options) -> anyhow::Result<(Running, String)> {
+    const REDIS_SERVER: &str = "/usr/bin/redis-server";
+    if !Path::new(REDIS_SERVER).exists() {
+        bail!("{REDIS_SERVER} is needed for the redis scenario (Debian: redis-server)");
+    }
+    let addr = free_addr()?;
+    let mut cmd = pinned(&opts.load_cpus, Path::new(REDIS_SERVER));
+    cmd.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&opts.work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut running = Running {
+        child: cmd.spawn().context("cannot start redis-server")?,
+        what: "redis-server".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = running.exited() {
+            bail!("redis-server exited at start ({status})");
+        }
+        let pong = TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(b"PING\r\n")?;
+            let mut buf = [0u8; 8];
+            let n = s.read(&mut buf)?;
+            Ok(buf[..n].starts_with(b"+PONG"))
+        });
+        if matches!(pong, Ok(true)) {
+            return Ok((running, format!("redis://{addr}/0")));
+        }
+        if Instant::now() > deadline {
+            bail!("redis-server did not answer within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -495,6 +556,8 @@ fn run_scenario(
         .join("logs")
         .join(format!("{}.log", slug(&s.name)));
     let log_file = std::fs::File::create(&log)?;
+    // Stopped when the scenario ends (dropped after the server).
+    let mut _redis_server: Option<Running> = None;
     let (mut server, requests, warm) = match &s.target {
         Target::Purser {
             alg,
@@ -503,8 +566,16 @@ fn run_scenario(
             large_policy,
             scopes,
             machine_tokens,
+            redis,
         } => {
             let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
+            let redis_url = if *redis {
+                let (server, url) = start_redis(opts)?;
+                _redis_server = Some(server);
+                Some(url)
+            } else {
+                None
+            };
             let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
             let listen = addr.to_string();
             std::fs::write(
@@ -525,6 +596,7 @@ fn run_scenario(
                     },
                     cache_ttl: if *warm { "10m" } else { "0s" },
                     tokens: machine_tokens.then_some(p.tokens.as_path()),
+                    redis_url: redis_url.as_deref(),
                 }),
             )?;
             let mut cmd = pinned(&opts.server_cpus, &opts.server.program);
@@ -916,6 +988,22 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
             ),
         );
     }
+    if let (Some(m), Some(r)) = (
+        row(rows, "state memory ES256 c16"),
+        row(rows, "state redis ES256 c16"),
+    ) {
+        let ratio = r.result.per_second / m.result.per_second;
+        check(
+            "6. warm path with state.backend: redis >= 80% of memory".into(),
+            ratio >= 0.8,
+            format!(
+                "{:.0}/s vs {:.0}/s = {:.0}%",
+                r.result.per_second,
+                m.result.per_second,
+                ratio * 100.0
+            ),
+        );
+    }
     let purser_rows: Vec<&Row> = rows
         .iter()
         .filter(|r| matches!(r.scenario.target, Target::Purser { .. }))
@@ -1076,6 +1164,8 @@ mod tests {
             "warm ES256 c16 10k rules",
             "warm ES256 c16 100k users",
             "warm ES256 c16 16 scopes",
+            "state memory ES256 c16",
+            "state redis ES256 c16",
         ] {
             assert!(names.contains(&needed), "{needed}");
         }

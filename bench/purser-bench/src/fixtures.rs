@@ -236,6 +236,8 @@ pub struct ServerFiles<'a> {
     pub cache_ttl: &'a str,
     /// A tokens file: the chain is `[tokens]` alone.
     pub tokens: Option<&'a Path>,
+    /// `state.redis.url` for `state.backend: redis`; `None`: the memory store.
+    pub redis_url: Option<&'a str>,
 }
 
 /// purser's configuration for one scenario: defaults everywhere else (log level info, so the
@@ -250,7 +252,10 @@ pub fn server_config(f: &ServerFiles<'_>) -> String {
         htpasswd = q(f.htpasswd),
         htgroup = q(f.htgroup),
         policy = q(f.policy),
-    );
+    ) + &match f.redis_url {
+        Some(url) => format!("state:\n  backend: redis\n  redis:\n    url: \"{url}\"\n"),
+        None => String::new(),
+    };
     match f.tokens {
         Some(t) => text.replace(
             "  order: [htpasswd]\n",
@@ -396,6 +401,7 @@ mod tests {
             policy: &p("policy.yaml"),
             cache_ttl: "0s",
             tokens: None,
+            redis_url: None,
         });
         std::fs::write(p("purser.yaml"), yaml).unwrap();
         let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {
@@ -406,5 +412,26 @@ mod tests {
         assert!(loaded.config.authn.cache_ttl.0.is_zero());
         assert_eq!(loaded.config.server.listen, "127.0.0.1:1");
         assert_eq!(loaded.config.authz.policy_file, p("policy.yaml"));
+        // The redis scenario's section loads too.
+        let yaml = server_config(&ServerFiles {
+            listen: "127.0.0.1:1",
+            key_file: &p("key.pem"),
+            htpasswd: &p("users"),
+            htgroup: &p("groups"),
+            policy: &p("policy.yaml"),
+            cache_ttl: "10m",
+            tokens: None,
+            redis_url: Some("redis://127.0.0.1:6379/0"),
+        });
+        std::fs::write(p("purser.yaml"), yaml).unwrap();
+        let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {
+            config_file: Some(p("purser.yaml")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            loaded.config.state.backend,
+            purser_server::config::StateBackend::Redis
+        );
     }
 }

@@ -25,7 +25,8 @@ pub use authn::{
 };
 pub use authz::{Authorizer, Grant, RequestContext, RuleRef};
 pub use limit::{
-    Clock, LimiterError, LockScope, LoginAttempt, LoginLimiter, ManualClock, SystemClock,
+    Clock, DigestKey, Gate, LimiterError, LockScope, LoginAttempt, LoginLimiter, ManualClock,
+    PasswordDigest, SystemClock,
 };
 pub use reload::Reloadable;
 pub use scope::{

@@ -76,6 +76,29 @@ impl Clock for ManualClock {
     }
 }
 
+/// A keyed digest of one (account, password) pair: how the limiter recognises the same wrong
+/// password sent again, without ever holding the password. The key comes from the store
+/// ([`LoginLimiter::digest_key`]), so replicas sharing a store compute the same digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PasswordDigest(pub [u8; 32]);
+
+impl fmt::Debug for PasswordDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not secret (keyed), but nothing a log line needs.
+        f.write_str("PasswordDigest(..)")
+    }
+}
+
+/// The secret key of [`PasswordDigest`]s, as the store hands it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestKey(pub [u8; 32]);
+
+impl fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DigestKey(<redacted>)")
+    }
+}
+
 /// One login attempt as the limiter sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct LoginAttempt<'a> {
@@ -86,6 +109,21 @@ pub struct LoginAttempt<'a> {
     pub accounts: &'a [&'a str],
     /// The client's address, when known.
     pub address: Option<IpAddr>,
+    /// For a password login, the digest of the name as typed and the password: a failure whose
+    /// digest the store still remembers counts no more, and is answered without a check.
+    pub password: Option<PasswordDigest>,
+}
+
+/// What the limiter says before a login is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// The attempt may go ahead.
+    Open,
+    /// An account of the attempt, or its address, is locked for this long still.
+    Locked(Duration),
+    /// This very (account, password) pair failed a moment ago: refuse it as a wrong password,
+    /// without asking a backend.
+    KnownBad,
 }
 
 /// What a lock applies to (the `scope` label of `purser_lockouts_total`).
@@ -112,21 +150,30 @@ pub struct LimiterError {
 }
 
 /// Counts failed logins and says when an account or an address is locked
-/// (`limits.failed_logins`).
+/// (`limits.failed_logins`). The rules, for every store:
+///
+/// - a failure counts once per account and once for the address, unless its
+///   [`PasswordDigest`] is still remembered (the same wrong password again counts nothing);
+/// - an account locks after `max` counted failures within the window, an address after
+///   `per_address_max`;
+/// - an address the account logged in from within `trusted_address_ttl` is not stopped by that
+///   account's lock (the address's own lock still applies).
 #[async_trait]
 pub trait LoginLimiter: Send + Sync {
-    /// How long the caller must still wait, when any of the attempt's accounts or its address
-    /// is locked; `None` when the attempt may go ahead.
-    async fn locked(&self, attempt: &LoginAttempt<'_>) -> Result<Option<Duration>, LimiterError>;
+    /// The key [`PasswordDigest`]s are made with: the same for every replica sharing a store.
+    async fn digest_key(&self) -> Result<DigestKey, LimiterError>;
 
-    /// Counts one failure against each distinct account of the attempt and its address;
-    /// returns what this failure locked.
+    /// Whether the attempt may go ahead.
+    async fn locked(&self, attempt: &LoginAttempt<'_>) -> Result<Gate, LimiterError>;
+
+    /// Counts one failure against each distinct account of the attempt and its address (unless
+    /// its digest is remembered: then nothing); returns what this failure locked.
     async fn record_failure(
         &self,
         attempt: &LoginAttempt<'_>,
     ) -> Result<Vec<LockScope>, LimiterError>;
 
-    /// Notes a successful login.
+    /// Notes a successful login: the address becomes trusted for the attempt's accounts.
     async fn record_success(&self, attempt: &LoginAttempt<'_>) -> Result<(), LimiterError>;
 }
 

@@ -314,6 +314,8 @@ fn chain(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<Chain>>, Build
 pub struct ServerReadiness {
     pub sources: Vec<Arc<Loaded>>,
     pub chain: Arc<Chain>,
+    /// The shared failed-login store, and whether its absence fails readiness.
+    pub state: Option<(Arc<crate::limiter::RedisLimiter>, bool)>,
 }
 
 #[async_trait::async_trait]
@@ -334,9 +336,24 @@ impl Readiness for ServerReadiness {
                 out.push(format!("{backend} backend unavailable: {reason}"));
             }
         }
+        if let Some((store, true)) = &self.state {
+            if !store.ping().await {
+                out.push(STATE_DOWN.into());
+            }
+        }
         out
     }
+
+    async fn notes(&self) -> Vec<String> {
+        match &self.state {
+            Some((store, false)) if !store.ping().await => vec![STATE_DOWN.into()],
+            _ => Vec::new(),
+        }
+    }
 }
+
+/// What `/readyz` says while Redis does not answer.
+const STATE_DOWN: &str = "the shared failed-login store (Redis) does not answer";
 
 /// Everything `serve` runs with, before it binds its listeners.
 pub struct Built {
@@ -365,18 +382,31 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     let revocations = revocations(config, ctx)?;
     let tls = tls_store(config, ctx);
     let tls = ctx.check(tls)?;
-    let (Some(signer), Some(extra), Some(chain), Some(policy), Some(tls), Some(revocations)) =
-        (signer, extra, chain, policy, tls, revocations)
+    let limiter = crate::limiter::build(config, Arc::new(purser_core::SystemClock), ctx.metrics);
+    let limiter = ctx.check(limiter)?;
+    let (
+        Some(signer),
+        Some(extra),
+        Some(chain),
+        Some(policy),
+        Some(tls),
+        Some(revocations),
+        Some(limiter),
+    ) = (signer, extra, chain, policy, tls, revocations, limiter)
     else {
         return Ok(None);
     };
     let jwks = jwks(config, signer.as_ref(), &extra);
     let authorizer = Arc::new(PolicyAuthorizer::new(policy.clone()));
-    let limiter = crate::limiter::build(config, Arc::new(purser_core::SystemClock));
     let readiness = Arc::new(ServerReadiness {
         sources: std::mem::take(&mut ctx.flags),
         chain: chain.clone(),
+        state: limiter
+            .redis
+            .clone()
+            .map(|r| (r, config.state.redis.fail_readiness)),
     });
+    let limiter = limiter.limiter;
     Ok(Some(Built {
         signer,
         jwks,

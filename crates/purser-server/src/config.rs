@@ -54,8 +54,12 @@ pub struct Config {
     pub authn: AuthnConfig,
     /// The policy. Default `policy.yaml`.
     pub authz: AuthzConfig,
-    /// Failed-login limits. Default 10 failures in 60s lock for 5m.
+    /// Failed-login limits. Default 10 failures of an account (100 from an address) in 60s
+    /// lock for 5m.
     pub limits: LimitsConfig,
+    /// Where the failed-login counts live: this process, or Redis shared by replicas. Default
+    /// `memory`.
+    pub state: StateConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,28 +242,119 @@ impl Default for AuthzConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Failed-login limiting, per account and per client IP. Default `{ max: 10, window: 60s,
-    /// lockout: 5m }`.
+    /// Failed-login limiting, per account and per client IP. Default `{ max: 10,
+    /// per_address_max: 100, window: 60s, lockout: 5m, trusted_address_ttl: 24h }`.
     pub failed_logins: FailedLoginsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailedLoginsConfig {
-    /// Failures allowed in `window`; `0` disables limiting. Default `10`.
+    /// Distinct wrong passwords of one account allowed in `window` (the same wrong password
+    /// again counts once); `0` disables limiting. Default `10`.
     pub max: u32,
-    /// Sliding window. Default `60s`.
+    /// Distinct (account, password) failures from one client address allowed in `window`; `0`:
+    /// no address limit. Default `100`.
+    pub per_address_max: u32,
+    /// Sliding window; a wrong password is remembered this long. Default `60s`.
     pub window: HumanDuration,
     /// How long a key stays locked. Default `5m`.
     pub lockout: HumanDuration,
+    /// An address an account logged in from within this time is not stopped by that account's
+    /// lock; `0s`: never. Default `24h`.
+    pub trusted_address_ttl: HumanDuration,
 }
 
 impl Default for FailedLoginsConfig {
     fn default() -> Self {
         FailedLoginsConfig {
             max: 10,
+            per_address_max: 100,
             window: HumanDuration::secs(60),
             lockout: HumanDuration::secs(300),
+            trusted_address_ttl: HumanDuration::secs(86400),
+        }
+    }
+}
+
+/// Which store holds the failed-login state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// This process's memory: one instance, forgotten at restart.
+    #[default]
+    Memory,
+    /// A Redis server shared by every replica.
+    Redis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `memory | redis`. Default `memory`.
+    pub backend: StateBackend,
+    /// The Redis server, for `backend: redis`. Default: see [`RedisConfig`].
+    pub redis: RedisConfig,
+}
+
+/// What a replica does while Redis cannot answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStateError {
+    /// Count in this replica's memory until Redis is back.
+    #[default]
+    Local,
+    /// Refuse password logins with 503 and Retry-After.
+    Closed,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Secret (it may hold a
+    /// password). Default empty.
+    pub url: String,
+    /// Or a file holding it (read at load, a trailing newline dropped); setting both is an error.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
+    /// PEM CA bundle to verify a `rediss://` server. Default empty (system roots).
+    pub ca_file: PathBuf,
+    /// Put before every key purser writes. Default `purser:`.
+    pub key_prefix: String,
+    /// Bound on connecting and on each operation. Default `200ms`.
+    pub timeout: HumanDuration,
+    /// `local` (count in this replica until Redis is back) or `closed` (503). Default `local`.
+    pub on_error: OnStateError,
+    /// Whether `/readyz` fails while Redis is unreachable (it always says so). Default `false`.
+    pub fail_readiness: bool,
+}
+
+// Written by hand so that a password in the URL never reaches a log line through `{:?}`.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &values::redacted_if_set(&self.url))
+            .field("url_file", &self.url_file)
+            .field("ca_file", &self.ca_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .field("fail_readiness", &self.fail_readiness)
+            .finish()
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            url_file: None,
+            ca_file: PathBuf::new(),
+            key_prefix: "purser:".into(),
+            timeout: HumanDuration::millis(200),
+            on_error: OnStateError::Local,
+            fail_readiness: false,
         }
     }
 }

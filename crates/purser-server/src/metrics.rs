@@ -34,6 +34,11 @@ pub type MachineTokenList = Box<dyn Fn() -> Vec<(String, Option<i64>)> + Send + 
 
 /// When each machine token was last used to log in (unix seconds), in this process's memory.
 type LastUsed = Arc<Mutex<HashMap<String, i64>>>;
+pub const STATE_ERRORS: &str = "purser_state_errors_total";
+pub const STATE_BACKEND_UP: &str = "purser_state_backend_up";
+
+/// The `op` label of `purser_state_errors_total`: the limiter's operations on its store.
+pub const STATE_OPS: [&str; 4] = ["check", "failure", "success", "key"];
 
 /// Request latencies run from well under a millisecond (a cached login, an ES256 signature) to
 /// seconds (a cold bcrypt of cost 12, a slow directory), so the buckets span both.
@@ -79,6 +84,8 @@ pub struct Metrics {
     pub ldap_pool_connections: IntGaugeVec,
     pub lockouts: IntCounterVec,
     machine_token_last_used: LastUsed,
+    pub state_errors: IntCounterVec,
+    pub state_backend_up: IntGauge,
 }
 
 impl Metrics {
@@ -173,6 +180,21 @@ impl Metrics {
                 "Lockouts after failed logins, per account or client IP.",
                 &["scope"],
             )?,
+            state_errors: counter(
+                STATE_ERRORS,
+                "Operations on the shared failed-login store that failed or timed out.",
+                &["op"],
+            )?,
+            state_backend_up: {
+                let g = IntGauge::new(
+                    STATE_BACKEND_UP,
+                    "1 while the failed-login store answers (always, for memory); 0 while \
+                     the replica counts on its own or refuses logins.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g.set(1);
+                g
+            },
             registry: registry.clone(),
             machine_token_last_used: LastUsed::default(),
         };
@@ -203,6 +225,9 @@ impl Metrics {
         }
         for s in ["account", "ip"] {
             m.lockouts.with_label_values(&[s]);
+        }
+        for op in STATE_OPS {
+            m.state_errors.with_label_values(&[op]);
         }
         Ok(m)
     }
@@ -383,6 +408,8 @@ mod tests {
             LDAP_POOL_CONNECTIONS,
             LOCKOUTS,
             BUILD_INFO,
+            STATE_ERRORS,
+            STATE_BACKEND_UP,
         ] {
             assert!(text.contains(&format!("# TYPE {name}")), "{name} missing");
         }

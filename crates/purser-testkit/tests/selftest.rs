@@ -1,6 +1,6 @@
 //! Self-tests of the test kit, independent of purser: a registry without authentication, a
 //! skopeo round trip of a generated OCI image, the HTTP client, the tar builder, the openssl
-//! key-id computation against a known vector, the log check and the free ports.
+//! key-id computation against a known vector, the log check, the free ports and redis-server.
 
 #![allow(
     clippy::unwrap_used,
@@ -445,4 +445,19 @@ fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
         assert!(*p < low, "port {p} is in the ephemeral range from {low}");
         std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap();
     }
+}
+
+#[test]
+fn redis_server_starts_answers_stops_and_starts_again_empty() {
+    let mut redis = purser_testkit::redis::RedisServer::start();
+    assert!(redis.answers());
+    assert_eq!(redis.cli(&["SET", "forever", "1"]).trim(), "OK");
+    assert_eq!(redis.cli(&["SET", "brief", "1", "EX", "60"]).trim(), "OK");
+    assert_eq!(redis.keys_without_expiry(), vec!["forever".to_string()]);
+    redis.stop();
+    assert!(!redis.answers());
+    redis.start_again();
+    assert!(redis.answers());
+    // Nothing is saved: a restart is empty.
+    assert!(redis.keys().is_empty());
 }

@@ -259,6 +259,10 @@ fn flag_name(path: &str) -> String {
 
 /// Keys whose values must never be echoed, even in a type error: the backends' secrets.
 fn is_secret_key(path: &[String]) -> bool {
+    // The Redis URL may hold a password.
+    if path.len() == 3 && path[0] == "state" && path[1] == "redis" && path[2] == "url" {
+        return true;
+    }
     path.last()
         .is_some_and(|k| crate::backends::is_secret_key(k))
 }
@@ -396,11 +400,22 @@ fn resolve_paths(c: &mut Config, base: &Path) {
     }
     c.authn.resolve_paths(base);
     resolve(&mut c.authz.policy_file, base);
+    resolve(&mut c.state.redis.ca_file, base);
+    if let Some(f) = &mut c.state.redis.url_file {
+        resolve(f, base);
+    }
 }
 
 /// Reads every `*_file` secret twin into its plain field.
 fn read_secrets(c: &mut Config, problems: &mut Vec<Problem>) {
     c.authn.read_secrets(problems);
+    let r = &mut c.state.redis;
+    super::values::read_twin(
+        &mut r.url,
+        r.url_file.as_deref(),
+        "state.redis.url",
+        problems,
+    );
 }
 
 #[cfg(test)]

@@ -2,7 +2,12 @@
 
 use std::net::SocketAddr;
 
-use super::{Config, Problem};
+use super::{Config, Problem, StateBackend};
+
+/// Bound of `state.redis.timeout`: past it, a login would wait on a store too long to be worth it.
+const MAX_STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Bound of `state.redis.key_prefix`.
+const MAX_KEY_PREFIX: usize = 64;
 
 /// Bounds of `server.max_scopes`.
 const MAX_SCOPES: std::ops::RangeInclusive<usize> = 1..=1000;
@@ -24,6 +29,7 @@ impl Config {
                 "must name the policy file",
             ));
         }
+        self.check_state(&mut p);
         let fl = &self.limits.failed_logins;
         if fl.max > 0 {
             if fl.window.0.is_zero() {
@@ -40,6 +46,59 @@ impl Config {
             }
         }
         p
+    }
+
+    fn check_state(&self, p: &mut Vec<Problem>) {
+        let r = &self.state.redis;
+        if self.state.backend != StateBackend::Redis {
+            return;
+        }
+        if r.url.is_empty() {
+            p.push(Problem::new(
+                "state.redis.url",
+                "must be set for state.backend: redis (redis://host:6379/0, or url_file)",
+            ));
+        } else {
+            // The URL may hold a password: the messages never quote it.
+            let scheme = r.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            match scheme.as_deref() {
+                Some("redis") | Some("rediss") => {
+                    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(r.url.as_str())
+                    {
+                        p.push(Problem::new(
+                            "state.redis.url",
+                            format!("is not a Redis URL ({}); write redis://[user:password@]host:port/db", e.category()),
+                        ));
+                    }
+                }
+                _ => p.push(Problem::new(
+                    "state.redis.url",
+                    "must start with redis:// (or rediss:// for TLS)",
+                )),
+            }
+            if scheme.as_deref() != Some("rediss") && !r.ca_file.as_os_str().is_empty() {
+                p.push(Problem::new(
+                    "state.redis.ca_file",
+                    "is only used with a rediss:// URL (TLS); remove it or use rediss://",
+                ));
+            }
+        }
+        if r.timeout.0.is_zero() || r.timeout.0 > MAX_STATE_TIMEOUT {
+            p.push(Problem::new(
+                "state.redis.timeout",
+                format!(
+                    "must be more than 0s and at most {}s (got {})",
+                    MAX_STATE_TIMEOUT.as_secs(),
+                    r.timeout
+                ),
+            ));
+        }
+        if r.key_prefix.len() > MAX_KEY_PREFIX {
+            p.push(Problem::new(
+                "state.redis.key_prefix",
+                format!("must be at most {MAX_KEY_PREFIX} bytes"),
+            ));
+        }
     }
 
     fn check_server(&self, p: &mut Vec<Problem>) {
@@ -195,6 +254,37 @@ mod tests {
             });
             assert_eq!(paths(&c), vec!["authn.ldap.account_attribute"], "{bad:?}");
         }
+    }
+
+    #[test]
+    fn state_rules_never_quote_the_url() {
+        let mut c = Config::default();
+        c.state.backend = StateBackend::Redis;
+        assert_eq!(paths(&c), vec!["state.redis.url"]);
+        c.state.redis.url = "http://:hunter2@127.0.0.1:6379".into();
+        c.state.redis.ca_file = "ca.pem".into();
+        c.state.redis.timeout = HumanDuration::secs(0);
+        let problems = c.validate();
+        assert_eq!(
+            problems.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+            vec![
+                "state.redis.url",
+                "state.redis.ca_file",
+                "state.redis.timeout"
+            ]
+        );
+        assert!(problems.iter().all(|p| !p.message.contains("hunter2")));
+        c.state.redis.url = "rediss://:hunter2@127.0.0.1:6379/0".into();
+        c.state.redis.timeout = HumanDuration::millis(200);
+        assert_eq!(paths(&c), Vec::<String>::new());
+        c.state.redis.url = "redis://:hunter2@127.0.0.1:notaport/0".into();
+        c.state.redis.ca_file = "".into();
+        let problems = c.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!problems[0].message.contains("hunter2"));
+        // The memory store ignores the section.
+        c.state.backend = StateBackend::Memory;
+        assert_eq!(paths(&c), Vec::<String>::new());
     }
 
     #[test]

@@ -20,6 +20,9 @@ impl HumanDuration {
     pub const fn secs(s: u64) -> Self {
         HumanDuration(Duration::from_secs(s))
     }
+    pub const fn millis(ms: u64) -> Self {
+        HumanDuration(Duration::from_millis(ms))
+    }
     pub fn as_secs(&self) -> u64 {
         self.0.as_secs()
     }

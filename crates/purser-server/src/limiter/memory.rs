@@ -4,6 +4,11 @@
 //! full, entries that hold no active lock are forgotten first (oldest first); when it holds
 //! nothing but active locks, failures of keys it has no room for are counted together in one
 //! overflow entry, which locks all of those keys when it reaches the limit.
+//!
+//! The fair rules of [`LoginLimiter`] hold here as in the shared store: the digest of a wrong
+//! (account, password) pair is remembered for one window, so the same wrong password again
+//! counts nothing and is refused without a check; the address has its own limit; an address an
+//! account logged in from stays trusted by that account's lock for `trusted_address_ttl`.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -12,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use purser_core::{Clock, LimiterError, LockScope, LoginAttempt, LoginLimiter};
+use purser_core::{
+    Clock, DigestKey, Gate, LimiterError, LockScope, LoginAttempt, LoginLimiter, PasswordDigest,
+};
 
 /// Entries kept per kind (accounts, addresses).
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -24,10 +31,14 @@ const EVICTION_SCAN: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LockoutSettings {
-    /// Failures allowed within `window`; 0 disables limiting.
+    /// Failures of one account allowed within `window`; 0 disables limiting.
     pub max: u32,
+    /// Failures from one address allowed within `window`; 0: no address limit.
+    pub per_address_max: u32,
     pub window: Duration,
     pub lockout: Duration,
+    /// How long a successful login trusts its address against the account's lock; zero: never.
+    pub trusted_address_ttl: Duration,
 }
 
 #[derive(Default)]
@@ -45,7 +56,7 @@ impl Entry {
     }
 
     /// Records a failure; true when it starts a lockout.
-    fn fail(&mut self, now: Instant, s: &LockoutSettings) -> bool {
+    fn fail(&mut self, now: Instant, max: u32, s: &LockoutSettings) -> bool {
         if self.locked(now).is_some() {
             return false;
         }
@@ -57,7 +68,7 @@ impl Entry {
             self.failures.pop_front();
         }
         self.failures.push_back(now);
-        if self.failures.len() >= s.max as usize {
+        if self.failures.len() >= max as usize {
             self.failures.clear();
             self.locked_until = Some(now + s.lockout);
             return true;
@@ -119,10 +130,10 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 
     /// Records a failure; true when it starts a lockout.
-    fn fail(&mut self, key: &K, now: Instant, s: &LockoutSettings) -> bool {
+    fn fail(&mut self, key: &K, now: Instant, max: u32, s: &LockoutSettings) -> bool {
         if !self.map.contains_key(key) {
             if !self.make_room(now) {
-                return self.overflow.fail(now, s);
+                return self.overflow.fail(now, max, s);
             }
             let stamp = self.next_stamp;
             self.next_stamp += 1;
@@ -136,13 +147,78 @@ impl<K: Hash + Eq + Clone> Table<K> {
             );
         }
         match self.map.get_mut(key) {
-            Some(e) => e.fail(now, s),
+            Some(e) => e.fail(now, max, s),
             None => false,
         }
     }
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// Keys remembered until a moment, oldest forgotten first when full: the wrong-password digests
+/// and the trusted (account, address) pairs. Forgetting one early costs little (a repeated
+/// password counts once more; the owner's address needs one more login to be trusted again).
+pub(super) struct Expiring<K> {
+    map: HashMap<K, Instant>,
+    /// Insertion order with each insertion's expiry, to recognise a stale slot.
+    order: VecDeque<(K, Instant)>,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone> Expiring<K> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Expiring {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn contains(&self, key: &K, now: Instant) -> bool {
+        self.map.get(key).is_some_and(|until| *until > now)
+    }
+
+    /// Remembers `key` until `until` (a later moment replaces an earlier one).
+    fn insert(&mut self, key: K, now: Instant, until: Instant) {
+        // Forget what has expired at the front, then the oldest while full.
+        while let Some((k, u)) = self.order.front() {
+            let stale = self.map.get(k) != Some(u);
+            if !(stale || *u <= now || self.map.len() >= self.capacity) {
+                break;
+            }
+            if let Some((k, u)) = self.order.pop_front() {
+                if self.map.get(&k) == Some(&u) {
+                    self.map.remove(&k);
+                }
+            }
+        }
+        self.map.insert(key.clone(), until);
+        self.order.push_back((key, until));
+    }
+
+    /// Remembers `key` for `ttl` unless it is remembered already; true when it was not.
+    pub(super) fn insert_new(&mut self, key: K, now: Instant, ttl: Duration) -> bool {
+        if self.contains(&key, now) {
+            return false;
+        }
+        self.insert(key, now, now + ttl);
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(super) fn remove(&mut self, key: &K) {
+        // Its slot in `order` goes stale and is dropped when met.
+        self.map.remove(key);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
     }
 }
 
@@ -153,8 +229,12 @@ const MAX_KEY_LEN: usize = 256;
 pub struct MemoryLimiter {
     settings: LockoutSettings,
     clock: Arc<dyn Clock>,
+    /// This process's own key: its digests mean nothing elsewhere, nor need to.
+    digest_key: DigestKey,
     accounts: Mutex<Table<String>>,
     ips: Mutex<Table<IpAddr>>,
+    wrong_passwords: Mutex<Expiring<PasswordDigest>>,
+    trusted: Mutex<Expiring<(String, IpAddr)>>,
 }
 
 impl MemoryLimiter {
@@ -162,8 +242,11 @@ impl MemoryLimiter {
         MemoryLimiter {
             settings,
             clock,
+            digest_key: DigestKey(rand::random()),
             accounts: Mutex::new(Table::new(capacity)),
             ips: Mutex::new(Table::new(capacity)),
+            wrong_passwords: Mutex::new(Expiring::new(capacity)),
+            trusted: Mutex::new(Expiring::new(capacity)),
         }
     }
 
@@ -175,52 +258,127 @@ impl MemoryLimiter {
         account[..end].to_string()
     }
 
+    fn is_trusted(&self, account: &str, ip: Option<IpAddr>, now: Instant) -> bool {
+        let Some(ip) = ip else { return false };
+        self.trusted
+            .lock()
+            .is_ok_and(|t| t.contains(&(Self::key(account), ip), now))
+    }
+
     /// How long the caller must wait, when any of the accounts (the name as typed and the
     /// backend's own name for it) or the address is locked.
     pub fn check(&self, accounts: &[&str], ip: Option<IpAddr>) -> Option<Duration> {
+        match self.gate(&LoginAttempt {
+            accounts,
+            address: ip,
+            password: None,
+        }) {
+            Gate::Locked(wait) => Some(wait),
+            Gate::Open | Gate::KnownBad => None,
+        }
+    }
+
+    /// What [`LoginLimiter::locked`] answers: a lock of an account (unless the address is
+    /// trusted by it) or of the address first, then a remembered wrong password.
+    pub fn gate(&self, attempt: &LoginAttempt<'_>) -> Gate {
         if self.settings.max == 0 {
-            return None;
+            return Gate::Open;
         }
         let now = self.clock.now();
-        let by_account = {
-            let t = self.accounts.lock().ok()?;
-            accounts
+        let ip = attempt.address;
+        let locked: Vec<(&str, Duration)> = match self.accounts.lock() {
+            Ok(t) => attempt
+                .accounts
                 .iter()
-                .filter_map(|a| t.locked(&Self::key(a), now))
-                .max()
+                .filter_map(|a| t.locked(&Self::key(a), now).map(|w| (*a, w)))
+                .collect(),
+            Err(_) => Vec::new(),
         };
+        let by_account = locked
+            .into_iter()
+            .filter(|(a, _)| !self.is_trusted(a, ip, now))
+            .map(|(_, w)| w)
+            .max();
         let by_ip = ip.and_then(|ip| self.ips.lock().ok()?.locked(&ip, now));
-        by_account.max(by_ip)
+        if let Some(wait) = by_account.max(by_ip) {
+            return Gate::Locked(wait);
+        }
+        let known = attempt.password.is_some_and(|d| {
+            self.wrong_passwords
+                .lock()
+                .is_ok_and(|w| w.contains(&d, now))
+        });
+        if known {
+            Gate::KnownBad
+        } else {
+            Gate::Open
+        }
     }
 
     /// Counts one failed login against each distinct account named (none: the address only)
     /// and the address; returns what it locked.
     pub fn fail(&self, accounts: &[&str], ip: Option<IpAddr>) -> Vec<LockScope> {
+        self.fail_attempt(&LoginAttempt {
+            accounts,
+            address: ip,
+            password: None,
+        })
+    }
+
+    /// What [`LoginLimiter::record_failure`] does: nothing for a remembered wrong password;
+    /// otherwise the digest is remembered for one window and the failure counted.
+    pub fn fail_attempt(&self, attempt: &LoginAttempt<'_>) -> Vec<LockScope> {
+        let s = &self.settings;
         let mut locked = Vec::new();
-        if self.settings.max == 0 {
+        if s.max == 0 {
             return locked;
         }
         let now = self.clock.now();
+        if let Some(d) = attempt.password {
+            let fresh = self
+                .wrong_passwords
+                .lock()
+                .map(|mut w| w.insert_new(d, now, s.window))
+                .unwrap_or(true);
+            if !fresh {
+                return locked;
+            }
+        }
         if let Ok(mut t) = self.accounts.lock() {
-            let mut keys: Vec<String> = accounts.iter().map(|a| Self::key(a)).collect();
+            let mut keys: Vec<String> = attempt.accounts.iter().map(|a| Self::key(a)).collect();
             keys.sort_unstable();
             keys.dedup();
             let mut any = false;
             for key in &keys {
-                any |= t.fail(key, now, &self.settings);
+                any |= t.fail(key, now, s.max, s);
             }
             if any {
                 locked.push(LockScope::Account);
             }
         }
-        if let Some(ip) = ip {
+        if let (Some(ip), true) = (attempt.address, s.per_address_max > 0) {
             if let Ok(mut t) = self.ips.lock() {
-                if t.fail(&ip, now, &self.settings) {
+                if t.fail(&ip, now, s.per_address_max, s) {
                     locked.push(LockScope::Address);
                 }
             }
         }
         locked
+    }
+
+    /// What [`LoginLimiter::record_success`] does: trusts the address for the accounts.
+    pub fn succeed(&self, attempt: &LoginAttempt<'_>) {
+        let s = &self.settings;
+        let Some(ip) = attempt.address else { return };
+        if s.max == 0 || s.trusted_address_ttl.is_zero() {
+            return;
+        }
+        let now = self.clock.now();
+        if let Ok(mut t) = self.trusted.lock() {
+            for a in attempt.accounts {
+                t.insert((Self::key(a), ip), now, now + s.trusted_address_ttl);
+            }
+        }
     }
 
     /// Entries held (accounts, addresses): for tests of the memory bound.
@@ -229,24 +387,36 @@ impl MemoryLimiter {
         let i = self.ips.lock().map(|t| t.len()).unwrap_or(0);
         (a, i)
     }
+
+    /// Entries held (wrong-password digests, trusted pairs): for tests of the memory bound.
+    pub fn remembered(&self) -> (usize, usize) {
+        let w = self.wrong_passwords.lock().map(|t| t.len()).unwrap_or(0);
+        let t = self.trusted.lock().map(|t| t.len()).unwrap_or(0);
+        (w, t)
+    }
 }
 
 #[async_trait]
 impl LoginLimiter for MemoryLimiter {
-    async fn locked(&self, attempt: &LoginAttempt<'_>) -> Result<Option<Duration>, LimiterError> {
-        Ok(self.check(attempt.accounts, attempt.address))
+    async fn digest_key(&self) -> Result<DigestKey, LimiterError> {
+        Ok(self.digest_key.clone())
+    }
+
+    async fn locked(&self, attempt: &LoginAttempt<'_>) -> Result<Gate, LimiterError> {
+        Ok(self.gate(attempt))
     }
 
     async fn record_failure(
         &self,
         attempt: &LoginAttempt<'_>,
     ) -> Result<Vec<LockScope>, LimiterError> {
-        Ok(self.fail(attempt.accounts, attempt.address))
+        Ok(self.fail_attempt(attempt))
     }
 
-    async fn record_success(&self, _attempt: &LoginAttempt<'_>) -> Result<(), LimiterError> {
-        // A success resets nothing: a guesser who also knows one password must not clear the
-        // failures counted against the address or another account.
+    async fn record_success(&self, attempt: &LoginAttempt<'_>) -> Result<(), LimiterError> {
+        // A success resets no count: a guesser who also knows one password must not clear the
+        // failures counted against the address or another account. It only trusts the address.
+        self.succeed(attempt);
         Ok(())
     }
 }
@@ -267,8 +437,10 @@ mod tests {
     fn settings() -> LockoutSettings {
         LockoutSettings {
             max: 3,
+            per_address_max: 3,
             window: Duration::from_secs(60),
             lockout: Duration::from_secs(300),
+            trusted_address_ttl: Duration::from_secs(3600),
         }
     }
 
@@ -422,8 +594,10 @@ mod tests {
         let l = MemoryLimiter::new(
             LockoutSettings {
                 max: 0,
+                per_address_max: 0,
                 window: Duration::ZERO,
                 lockout: Duration::ZERO,
+                trusted_address_ttl: Duration::ZERO,
             },
             1,
             Arc::new(purser_core::SystemClock),
@@ -432,5 +606,150 @@ mod tests {
             assert!(l.fail(&["x"], None).is_empty());
         }
         assert!(l.check(&["x"], None).is_none());
+    }
+
+    fn attempt<'a>(accounts: &'a [&'a str], ip: IpAddr, password: u8) -> LoginAttempt<'a> {
+        LoginAttempt {
+            accounts,
+            address: Some(ip),
+            password: Some(PasswordDigest([password; 32])),
+        }
+    }
+
+    #[test]
+    fn the_same_wrong_password_counts_once_and_is_then_known() {
+        let (l, clock) = limiter(100);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let stale = attempt(&["ci"], ip, 7);
+        assert_eq!(l.gate(&stale), Gate::Open);
+        for _ in 0..1000 {
+            assert!(l.fail_attempt(&stale).is_empty());
+        }
+        // Known: refused without a check, and neither the account nor the address is locked.
+        assert_eq!(l.gate(&stale), Gate::KnownBad);
+        assert_eq!(l.gate(&attempt(&["ci"], ip, 8)), Gate::Open);
+        assert!(l.check(&["ci"], Some(ip)).is_none());
+        // Remembered for one window, then checked (and counted) once more.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(l.gate(&stale), Gate::Open);
+        assert!(l.fail_attempt(&stale).is_empty());
+        assert_eq!(l.gate(&stale), Gate::KnownBad);
+        assert_eq!(l.remembered().0, 1);
+    }
+
+    #[test]
+    fn distinct_wrong_passwords_lock_after_max() {
+        let (l, _) = limiter(100);
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        assert!(l.fail_attempt(&attempt(&["alice"], ip, 1)).is_empty());
+        assert!(l.fail_attempt(&attempt(&["alice"], ip, 1)).is_empty());
+        assert!(l.fail_attempt(&attempt(&["alice"], ip, 2)).is_empty());
+        let locked = l.fail_attempt(&attempt(&["alice"], ip, 3));
+        assert!(locked.contains(&LockScope::Account), "{locked:?}");
+        assert!(matches!(
+            l.gate(&attempt(&["alice"], IpAddr::from([10, 0, 0, 2]), 4)),
+            Gate::Locked(_)
+        ));
+    }
+
+    #[test]
+    fn the_address_limit_is_its_own_and_counts_distinct_pairs() {
+        let clock = Arc::new(ManualClock::new());
+        let l = MemoryLimiter::new(
+            LockoutSettings {
+                per_address_max: 5,
+                ..settings()
+            },
+            100,
+            clock,
+        );
+        let nat = IpAddr::from([203, 0, 113, 9]);
+        // Four users behind one address, each failing once (and again, the same password).
+        for (i, user) in ["u1", "u2", "u3", "u4"].iter().enumerate() {
+            for _ in 0..3 {
+                assert!(l.fail_attempt(&attempt(&[user], nat, i as u8)).is_empty());
+            }
+        }
+        // Everyone else behind it still gets in.
+        assert_eq!(l.gate(&attempt(&["u5"], nat, 99)), Gate::Open);
+        // The fifth distinct pair locks the address.
+        assert_eq!(
+            l.fail_attempt(&attempt(&["u6"], nat, 5)),
+            vec![LockScope::Address]
+        );
+        assert!(matches!(
+            l.gate(&attempt(&["u5"], nat, 99)),
+            Gate::Locked(_)
+        ));
+    }
+
+    #[test]
+    fn a_trusted_address_is_not_stopped_by_the_account_lock() {
+        let (l, clock) = limiter(100);
+        let home = IpAddr::from([192, 0, 2, 10]);
+        let guesser = IpAddr::from([198, 51, 100, 66]);
+        l.succeed(&attempt(&["alice"], home, 0));
+        for p in 1..=3 {
+            l.fail_attempt(&attempt(&["alice"], guesser, p));
+        }
+        assert!(matches!(
+            l.gate(&attempt(&["alice"], guesser, 9)),
+            Gate::Locked(_)
+        ));
+        assert!(matches!(
+            l.gate(&attempt(&["alice"], IpAddr::from([192, 0, 2, 11]), 9)),
+            Gate::Locked(_)
+        ));
+        assert_eq!(l.gate(&attempt(&["alice"], home, 9)), Gate::Open);
+        // Trust is per account: another locked account gets no pass from alice's address.
+        for p in 1..=3 {
+            l.fail_attempt(&attempt(&["bob"], guesser, p + 10));
+        }
+        assert!(matches!(
+            l.gate(&attempt(&["bob"], home, 9)),
+            Gate::Locked(_)
+        ));
+        // And it ends: an hour later, the lock (renewed by the guesser) stops alice's address too.
+        clock.advance(Duration::from_secs(3601));
+        for p in 20..=22 {
+            l.fail_attempt(&attempt(&["alice"], guesser, p));
+        }
+        assert!(matches!(
+            l.gate(&attempt(&["alice"], home, 9)),
+            Gate::Locked(_)
+        ));
+    }
+
+    #[test]
+    fn a_trusted_address_is_still_stopped_by_its_own_lock() {
+        let (l, _) = limiter(100);
+        let home = IpAddr::from([192, 0, 2, 10]);
+        l.succeed(&attempt(&["alice"], home, 0));
+        for p in 1..=3 {
+            l.fail_attempt(&attempt(&[], home, p));
+        }
+        assert!(matches!(
+            l.gate(&attempt(&["alice"], home, 9)),
+            Gate::Locked(_)
+        ));
+    }
+
+    #[test]
+    fn remembered_digests_and_trusted_pairs_stay_bounded() {
+        let (l, _) = limiter(100);
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            let a = LoginAttempt {
+                accounts: &["x"],
+                address: Some(ip),
+                password: Some(PasswordDigest(d)),
+            };
+            l.fail_attempt(&a);
+            l.succeed(&a);
+        }
+        let (w, t) = l.remembered();
+        assert!(w <= 100 && t <= 100, "{w} {t}");
     }
 }

@@ -3,6 +3,11 @@
 //! afterwards, a failed login is counted, and a caller whose account (the backend's own name for
 //! it, which may be spelled otherwise than typed) is locked is refused even with the right
 //! password.
+//!
+//! A password login carries a keyed digest of (name as typed, password) to the limiter, made
+//! with the store's key (the same for every replica sharing it): the same wrong password sent
+//! again is answered 401 here, without a check, and counts no more. A limiter that cannot
+//! answer (a shared store down, with `on_error: closed`) is a 503 with Retry-After.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,12 +15,14 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use purser_core::{LoginAttempt, LoginLimiter};
+use hmac::{Hmac, Mac};
+use purser_core::{DigestKey, Gate, LimiterError, LoginAttempt, LoginLimiter, PasswordDigest};
+use sha2::Sha256;
 use tower::{Layer, Service, ServiceExt};
 
 use super::call::{Audit, LoginVerdict, Proof, TokenCall, TokenReply};
+use super::endpoint::UNAVAILABLE_RETRY;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -73,33 +80,62 @@ where
             }
             let typed = call.typed_name().map(str::to_string);
             let address = call.ip();
+            let audit = || Audit {
+                account: typed.clone(),
+                ..Audit::default()
+            };
+            let digest = match &call.proof {
+                Proof::Password(c) => match this.limiter.digest_key().await {
+                    Ok(key) => password_digest(&key, &c.username, c.password.expose()),
+                    Err(e) => return Ok(TokenReply::refused(unavailable(&e), audit())),
+                },
+                _ => None,
+            };
             let before: Vec<&str> = typed.iter().map(String::as_str).collect();
-            if let Some(retry_after) = locked(&this.limiter, &before, address).await {
-                let audit = Audit {
-                    account: typed.clone(),
-                    ..Audit::default()
-                };
-                return Ok(TokenReply::refused(
-                    ApiError::RateLimited { retry_after },
-                    audit,
-                ));
+            match gate(&this.limiter, &before, address, digest).await {
+                Ok(Gate::Open) => {}
+                Ok(Gate::Locked(retry_after)) => {
+                    return Ok(TokenReply::refused(
+                        ApiError::RateLimited { retry_after },
+                        audit(),
+                    ));
+                }
+                Ok(Gate::KnownBad) => {
+                    // The same wrong password a moment ago: the answer the backend gave then,
+                    // without asking it again (no hash, no bind), and nothing more to count.
+                    tracing::debug!("a wrong password sent again: refused without a check");
+                    return Ok(TokenReply::refused(
+                        ApiError::Unauthorized("invalid username or password".into()),
+                        audit(),
+                    ));
+                }
+                Err(e) => return Ok(TokenReply::refused(unavailable(&e), audit())),
             }
             let mut reply = this.inner.clone().oneshot(call).await?;
             match &reply.verdict {
                 LoginVerdict::NotChecked => {}
                 LoginVerdict::Accepted { account } => {
                     if typed.as_deref() != Some(account.as_str()) {
-                        if let Some(retry_after) = locked(&this.limiter, &[account], address).await
-                        {
-                            // The token was made already; it is not handed out.
-                            reply.result = Err(ApiError::RateLimited { retry_after });
-                            return Ok(reply);
+                        match gate(&this.limiter, &[account], address, None).await {
+                            Ok(Gate::Locked(retry_after)) => {
+                                // The token was made already; it is not handed out.
+                                reply.result = Err(ApiError::RateLimited { retry_after });
+                                return Ok(reply);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                reply.result = Err(unavailable(&e));
+                                return Ok(reply);
+                            }
                         }
                     }
-                    let accounts = [account.as_str()];
+                    // The address becomes trusted by the account, under both its names.
+                    let mut accounts = vec![account.as_str()];
+                    accounts.extend(typed.as_deref().filter(|t| *t != account));
                     let attempt = LoginAttempt {
                         accounts: &accounts,
                         address,
+                        password: None,
                     };
                     if let Err(e) = this.limiter.record_success(&attempt).await {
                         tracing::warn!(error = %e, "the failed-login limiter could not note a success");
@@ -115,12 +151,19 @@ where
                         .filter(|n| Some(*n) != typed.as_deref())
                         .collect();
                     if !others.is_empty() {
-                        if let Some(retry_after) = locked(&this.limiter, &others, address).await {
+                        if let Ok(Gate::Locked(retry_after)) =
+                            gate(&this.limiter, &others, address, None).await
+                        {
                             reply.result = Err(ApiError::RateLimited { retry_after });
                             return Ok(reply);
                         }
                     }
-                    record_failure(&this.limiter, &this.metrics, &names, address).await;
+                    let attempt = LoginAttempt {
+                        accounts: &names,
+                        address,
+                        password: digest,
+                    };
+                    record_failure(&this.limiter, &this.metrics, &attempt).await;
                 }
             }
             Ok(reply)
@@ -128,30 +171,47 @@ where
     }
 }
 
-/// How long the caller must wait; a limiter that cannot answer locks nobody (and says so).
-async fn locked(
+/// The keyed digest of the name as typed and the password: never the password itself, and
+/// meaningless without the store's key.
+fn password_digest(key: &DigestKey, account: &str, password: &str) -> Option<PasswordDigest> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).ok()?;
+    // The name's length first, so that ("ab", "c") and ("a", "bc") differ.
+    mac.update(&(account.len() as u64).to_be_bytes());
+    mac.update(account.as_bytes());
+    mac.update(password.as_bytes());
+    Some(PasswordDigest(mac.finalize().into_bytes().into()))
+}
+
+/// A limiter that cannot answer refuses (it says so only with `on_error: closed`).
+fn unavailable(e: &LimiterError) -> ApiError {
+    tracing::debug!(error = %e, "password login refused: the failed-login store is unavailable");
+    ApiError::Unavailable {
+        retry_after: UNAVAILABLE_RETRY,
+        message: "the failed-login store is unavailable; try again later".into(),
+    }
+}
+
+/// What the limiter says of these accounts and this address.
+async fn gate(
     limiter: &Arc<dyn LoginLimiter>,
     accounts: &[&str],
     address: Option<IpAddr>,
-) -> Option<Duration> {
-    let attempt = LoginAttempt { accounts, address };
-    match limiter.locked(&attempt).await {
-        Ok(wait) => wait,
-        Err(e) => {
-            tracing::warn!(error = %e, "the failed-login limiter could not answer");
-            None
-        }
-    }
+    password: Option<PasswordDigest>,
+) -> Result<Gate, LimiterError> {
+    let attempt = LoginAttempt {
+        accounts,
+        address,
+        password,
+    };
+    limiter.locked(&attempt).await
 }
 
 async fn record_failure(
     limiter: &Arc<dyn LoginLimiter>,
     metrics: &Metrics,
-    accounts: &[&str],
-    address: Option<IpAddr>,
+    attempt: &LoginAttempt<'_>,
 ) {
-    let attempt = LoginAttempt { accounts, address };
-    match limiter.record_failure(&attempt).await {
+    match limiter.record_failure(attempt).await {
         Ok(locked) => {
             for scope in locked {
                 metrics.lockouts.with_label_values(&[scope.label()]).inc();

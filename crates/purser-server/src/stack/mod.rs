@@ -9,7 +9,8 @@
 //!   LoadShed         past the in-flight bound: 503 with Retry-After at once, never a queue
 //!   ConcurrencyLimit one bound for the whole server (MAX_IN_FLIGHT), not per connection
 //!   Endpoint         HTTP <-> TokenCall: parse, shape checks, the answer's dialect
-//!     Limiter        locked accounts and addresses: 429 before any password check
+//!     Limiter        locked accounts and addresses: 429, a wrong password sent again: 401,
+//!                    before any password check
 //!     Authn          proof -> caller, through the backend chain or the refresh token
 //!     Issue          the policy decides every scope; the token is signed
 //! ```
@@ -61,7 +62,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Readiness of the parts `/readyz` reports on.
 #[async_trait::async_trait]
 pub trait Readiness: Send + Sync {
+    /// What keeps the server from being ready (`/readyz` answers 503).
     async fn problems(&self) -> Vec<String>;
+    /// What `/readyz` says while still answering 200: a part running degraded.
+    async fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Everything the stack is built from.
@@ -168,8 +174,15 @@ impl Routes {
             }
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let problems = self.readiness.problems().await;
-                if problems.is_empty() {
+                let notes = self.readiness.notes().await;
+                if problems.is_empty() && notes.is_empty() {
                     text_response(StatusCode::OK, "ready\n", "text/plain")
+                } else if problems.is_empty() {
+                    text_response(
+                        StatusCode::OK,
+                        format!("ready, degraded: {}\n", notes.join("; ")),
+                        "text/plain",
+                    )
                 } else {
                     text_response(
                         StatusCode::SERVICE_UNAVAILABLE,
