@@ -55,7 +55,7 @@ pub mod ldap;
 pub mod static_users;
 
 pub use apache_file::{FileError, MAX_FILE_BYTES, MAX_LINES};
-pub use cache::{Cached, CredentialCache};
+pub use cache::{Answer, AnswerSource, CacheSettings, Cached, CredentialCache};
 pub use chain::{Attempt, Chain, ChainDecision, ChainResult};
 pub use error::AuthnError;
 pub use hash::{
