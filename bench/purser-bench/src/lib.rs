@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod driver;
+pub mod edits;
 pub mod fixtures;
 pub mod libraries;
 pub mod limit;
