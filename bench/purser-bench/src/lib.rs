@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cache_memory;
 pub mod driver;
 pub mod edits;
 pub mod fixtures;
