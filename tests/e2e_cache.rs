@@ -183,7 +183,11 @@ fn an_unrelated_htpasswd_edit_keeps_the_other_users_cached_and_a_changed_passwor
         )
     };
     let groups_before = group_reloads();
-    fs::write(p.dir().join("users.htgroup"), "devs: carol dave\nops: dave\n").unwrap();
+    fs::write(
+        p.dir().join("users.htgroup"),
+        "devs: carol dave\nops: dave\n",
+    )
+    .unwrap();
     wait_until(
         SETTLE,
         "the htgroup edit reloaded",
@@ -325,7 +329,11 @@ fn with_stale_answers_on_known_users_keep_getting_tokens_while_slapd_is_down() {
     // for the outage only.
     let mut stale_on = ldap_config(&d.url());
     set_path(&mut stale_on, "authn.cache_ttl", json!("0s"));
-    set_path(&mut stale_on, "authn.cache_stale_if_unavailable", json!("5m"));
+    set_path(
+        &mut stale_on,
+        "authn.cache_stale_if_unavailable",
+        json!("5m"),
+    );
     let p = Purser::start(stale_on, &[]);
     let mut default = ldap_config(&d.url());
     set_path(&mut default, "authn.cache_ttl", json!("0s"));
@@ -334,7 +342,12 @@ fn with_stale_answers_on_known_users_keep_getting_tokens_while_slapd_is_down() {
     let (alice, alice_pw) = ("user01", slapd::password_of("user01"));
     let (bob, bob_pw) = ("user02", slapd::password_of("user02"));
     for server in [&p, &q] {
-        assert_eq!(status(server, alice, &alice_pw), 200, "{}", server.log_tail());
+        assert_eq!(
+            status(server, alice, &alice_pw),
+            200,
+            "{}",
+            server.log_tail()
+        );
     }
     let groups_before = last_audit(&p)["groups"].clone();
     assert_eq!(last_audit(&p)["stale"], false);
@@ -370,7 +383,10 @@ fn with_stale_answers_on_known_users_keep_getting_tokens_while_slapd_is_down() {
         || status(&p, alice, &alice_pw) == 200 && last_audit(&p)["stale"] == false,
         || p.log_tail(),
     );
-    assert!(d.binds_as(&dn) > binds, "no bind after the directory came back");
+    assert!(
+        d.binds_as(&dn) > binds,
+        "no bind after the directory came back"
+    );
     assert_eq!(status(&p, bob, &bob_pw), 200);
     assert_eq!(status(&p, alice, "wrong-password"), 401);
     assert!(p

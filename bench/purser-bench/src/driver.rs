@@ -352,7 +352,12 @@ pub fn fetch(addr: SocketAddr, request: &str) -> std::io::Result<(u16, Vec<u8>)>
 }
 
 /// Polls `path` until it answers 200, the process exits, or the deadline passes.
-pub(crate) fn wait_ready(proc_: &mut Running, addr: SocketAddr, path: &str, log: &Path) -> anyhow::Result<()> {
+pub(crate) fn wait_ready(
+    proc_: &mut Running,
+    addr: SocketAddr,
+    path: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     loop {
@@ -706,9 +711,19 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         rows.push(row);
     }
     let mut checks = checks(&rates, &rows, cpu_count(&opts.server_cpus));
-    if opts.only.is_empty() || opts.only.iter().any(|o| crate::edits::NAME.contains(o.as_str())) {
+    if opts.only.is_empty()
+        || opts
+            .only
+            .iter()
+            .any(|o| crate::edits::NAME.contains(o.as_str()))
+    {
         eprintln!("purser-bench: {}", crate::edits::NAME);
-        let key = &p.keys.iter().find(|(a, _)| *a == Alg::Es256).context("ES256 key")?.1;
+        let key = &p
+            .keys
+            .iter()
+            .find(|(a, _)| *a == Alg::Es256)
+            .context("ES256 key")?
+            .1;
         let (edit_rows, edit_checks) = crate::edits::run(opts, &t, key, &p.policy_small)?;
         rows.extend(edit_rows);
         checks.extend(edit_checks);

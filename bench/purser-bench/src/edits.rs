@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::driver::{
-    fetch, free_addr, pinned, run_load, wait_ready, Alg, Check, Options, Reference, Row,
-    Running, Scenario, Target, Timing, BCRYPT_COST,
+    fetch, free_addr, pinned, run_load, wait_ready, Alg, Check, Options, Reference, Row, Running,
+    Scenario, Target, Timing, BCRYPT_COST,
 };
 use crate::fixtures::{self, ActiveUsers, ServerFiles};
 use crate::load::LoadSpec;

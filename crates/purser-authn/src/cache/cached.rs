@@ -174,7 +174,11 @@ impl<A: Authenticator + ?Sized> Cached<A> {
             };
             match role {
                 Role::Follower(mut rx) => {
-                    let shared = rx.wait_for(Option::is_some).await.ok().and_then(|s| s.clone());
+                    let shared = rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|s| s.clone());
                     match shared {
                         Some(s) => {
                             return Answer {

@@ -91,8 +91,11 @@ fn debug_shows_no_key() {
 /// A backend with users, per-user versions, a switch to take it down, an optional delay per
 /// check (under tokio's paused clock, so that every concurrent call arrives first) and a count
 /// of checks.
+/// Password, version, groups.
+type FakeUser = (String, u64, Vec<String>);
+
 struct Fake {
-    users: Mutex<HashMap<String, (String, u64, Vec<String>)>>,
+    users: Mutex<HashMap<String, FakeUser>>,
     down: AtomicBool,
     busy: AtomicBool,
     delay: Duration,
@@ -227,7 +230,11 @@ async fn invented_pairs_never_enter_and_real_users_keep_hitting() {
     }
     assert_eq!(c.cache().len(), pairs.len());
     for (u, p) in &pairs {
-        assert_eq!(c.answer(&creds(u, p)).await.source, AnswerSource::Cache, "{u}");
+        assert_eq!(
+            c.answer(&creds(u, p)).await.source,
+            AnswerSource::Cache,
+            "{u}"
+        );
     }
 }
 
@@ -247,9 +254,11 @@ async fn a_burst_of_one_login_is_checked_once() {
         answers.push(t.await.unwrap());
     }
     assert_eq!(fake.checks(), 1);
-    assert!(answers
-        .iter()
-        .all(|a| a.result == Ok(AuthnOutcome::Accepted(Identity::new("alice", vec!["g".into()])))));
+    assert!(answers.iter().all(|a| a.result
+        == Ok(AuthnOutcome::Accepted(Identity::new(
+            "alice",
+            vec!["g".into()]
+        )))));
     let by_source = |s| answers.iter().filter(|a| a.source == s).count();
     assert_eq!(by_source(AnswerSource::Backend), 1);
     assert_eq!(by_source(AnswerSource::Shared), 63);
@@ -317,13 +326,19 @@ async fn stale_answers_only_for_a_remembered_login_while_the_backend_is_down() {
     assert_eq!(a.outcome_label(), "unavailable");
     assert_eq!(
         a.result,
-        Ok(AuthnOutcome::Accepted(Identity::new("alice", vec!["g".into()])))
+        Ok(AuthnOutcome::Accepted(Identity::new(
+            "alice",
+            vec!["g".into()]
+        )))
     );
     // A wrong password, or a user never seen: the backend's error, never an acceptance.
     for (u, p) in [("alice", "wrong"), ("bob", "b")] {
         let a = c.answer(&creds(u, p)).await;
         assert!(!a.stale);
-        assert!(matches!(a.result, Err(BackendError::Unavailable { .. })), "{u}");
+        assert!(
+            matches!(a.result, Err(BackendError::Unavailable { .. })),
+            "{u}"
+        );
     }
     // A full queue is not an outage.
     fake.busy.store(true, Ordering::SeqCst);
@@ -384,7 +399,10 @@ async fn a_flood_of_accepted_logins_stays_within_the_bound() {
             "ldap"
         }
         async fn authenticate(&self, c: &Credentials) -> Result<AuthnOutcome, BackendError> {
-            Ok(AuthnOutcome::Accepted(Identity::new(c.username.clone(), vec![])))
+            Ok(AuthnOutcome::Accepted(Identity::new(
+                c.username.clone(),
+                vec![],
+            )))
         }
         async fn lookup(&self, _: &str) -> Result<Option<Identity>, BackendError> {
             Ok(None)
@@ -395,7 +413,10 @@ async fn a_flood_of_accepted_logins_stays_within_the_bound() {
     for i in 0..20_000 {
         c.answer(&creds(&format!("u{i}"), "pw")).await;
         if i > 0 && i % 100 == 0 {
-            assert_eq!(c.answer(&creds("regular", "pw")).await.source, AnswerSource::Cache);
+            assert_eq!(
+                c.answer(&creds("regular", "pw")).await.source,
+                AnswerSource::Cache
+            );
         } else if i == 0 {
             c.answer(&creds("regular", "pw")).await;
         }
