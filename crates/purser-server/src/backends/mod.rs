@@ -267,4 +267,25 @@ mod tests {
         assert!(is_secret_key("bind_password") && is_secret_key("password_hash"));
         assert!(!is_secret_key("bind_dn"));
     }
+
+    #[test]
+    fn the_cache_bound_is_checked_and_stale_answers_are_off_by_default() {
+        let mut c = AuthnConfig::default();
+        assert_eq!(c.cache_max_entries, 100_000);
+        assert!(c.cache_stale_if_unavailable.0.is_zero());
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        for bad in [0, MAX_CACHE_ENTRIES + 1] {
+            c.cache_max_entries = bad;
+            let mut p = Vec::new();
+            c.validate(&mut p);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].to_string().contains("authn.cache_max_entries"),
+                "{}",
+                p[0]
+            );
+        }
+    }
 }
