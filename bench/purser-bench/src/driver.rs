@@ -710,24 +710,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         rows.push(row);
     }
-    let mut checks = checks(&rates, &rows, cpu_count(&opts.server_cpus));
-    if opts.only.is_empty()
-        || opts
-            .only
-            .iter()
-            .any(|o| crate::edits::NAME.contains(o.as_str()))
-    {
-        eprintln!("purser-bench: {}", crate::edits::NAME);
-        let key = &p
-            .keys
-            .iter()
-            .find(|(a, _)| *a == Alg::Es256)
-            .context("ES256 key")?
-            .1;
-        let (edit_rows, edit_checks) = crate::edits::run(opts, &t, key, &p.policy_small)?;
-        rows.extend(edit_rows);
-        checks.extend(edit_checks);
-    }
+    let checks = checks(&rates, &rows, cpu_count(&opts.server_cpus));
     let report = Report {
         machine: machine(),
         server_cpus: opts.server_cpus.clone(),

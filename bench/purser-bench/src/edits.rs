@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::driver::{
-    fetch, free_addr, pinned, run_load, wait_ready, Alg, Check, Options, Reference, Row, Running,
-    Scenario, Target, Timing, BCRYPT_COST,
+    fetch, free_addr, pinned, run_load, wait_ready, Alg, Check, Options, Reference, Report, Row,
+    Running, Scenario, Target, Timing, BCRYPT_COST,
 };
 use crate::fixtures::{self, ActiveUsers, ServerFiles};
 use crate::load::LoadSpec;
@@ -98,8 +98,42 @@ fn counts(metrics: SocketAddr) -> anyhow::Result<Counts> {
     })
 }
 
+/// Runs the scenario when `--only` selects it (or selects nothing), with its own key and
+/// policy, and adds its rows and checks to `report` (and to `work/report.json`).
+pub fn add_to(opts: &Options, report: &mut Report) -> anyhow::Result<()> {
+    if !(opts.only.is_empty() || opts.only.iter().any(|o| NAME.contains(o.as_str()))) {
+        return Ok(());
+    }
+    eprintln!("purser-bench: {NAME}");
+    let started = Instant::now();
+    let w = opts.work.join("edits");
+    std::fs::create_dir_all(&w)?;
+    let status = std::process::Command::new(&opts.server.program)
+        .args(&opts.server.prefix)
+        .args(["keygen", "--alg", "es256", "--out"])
+        .arg(&w)
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run keygen")?;
+    if !status.success() {
+        bail!("keygen --alg es256 failed: {status}");
+    }
+    let policy = w.join("policy.yaml");
+    std::fs::write(&policy, fixtures::policy(false))?;
+    let key = w.join(purser_token::KEY_FILE_NAME);
+    let (rows, checks) = run(opts, &opts.timing(), &key, &policy)?;
+    report.rows.extend(rows);
+    report.checks.extend(checks);
+    report.wall_secs += started.elapsed().as_secs_f64();
+    std::fs::write(
+        opts.work.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(())
+}
+
 /// Runs the scenario: the rows (no edits before, with edits, no edits after) and the checks.
-pub(crate) fn run(
+fn run(
     opts: &Options,
     t: &Timing,
     key: &Path,

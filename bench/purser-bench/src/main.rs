@@ -183,7 +183,8 @@ fn real_main() -> anyhow::Result<()> {
                     opts.server_cpus
                 );
             }
-            let report = driver::run(&opts)?;
+            let mut report = driver::run(&opts)?;
+            purser_bench::edits::add_to(&opts, &mut report)?;
             print!("{}", driver::render(&report));
             if let Some(j) = json {
                 std::fs::write(j, serde_json::to_vec_pretty(&report)?)?;
