@@ -39,8 +39,8 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-struct Timing {
-    warmup: Duration,
+pub(crate) struct Timing {
+    pub(crate) warmup: Duration,
     measure: Duration,
     cold_measure: Duration,
     rate: Duration,
@@ -48,7 +48,7 @@ struct Timing {
 }
 
 impl Options {
-    fn timing(&self) -> Timing {
+    pub(crate) fn timing(&self) -> Timing {
         if self.smoke {
             Timing {
                 warmup: Duration::from_millis(200),
@@ -312,7 +312,7 @@ pub fn machine() -> String {
     )
 }
 
-fn pinned(cpus: &str, program: &Path) -> Command {
+pub(crate) fn pinned(cpus: &str, program: &Path) -> Command {
     let mut c = Command::new("taskset");
     c.arg("-c").arg(cpus).arg(program);
     // The server reads PURSER_* variables as configuration: none from the caller's shell.
@@ -335,18 +335,18 @@ fn run_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> anyho
     serde_json::from_slice(&out.stdout).with_context(|| format!("{what}: unexpected output"))
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// A child process that is stopped when dropped.
-struct Running {
-    child: Child,
-    what: String,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) what: String,
 }
 
 impl Running {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -433,7 +433,12 @@ pub fn fetch(addr: SocketAddr, request: &str) -> std::io::Result<(u16, Vec<u8>)>
 }
 
 /// Polls `path` until it answers 200, the process exits, or the deadline passes.
-fn wait_ready(proc_: &mut Running, addr: SocketAddr, path: &str, log: &Path) -> anyhow::Result<()> {
+pub(crate) fn wait_ready(
+    proc_: &mut Running,
+    addr: SocketAddr,
+    path: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     loop {
@@ -533,7 +538,7 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-fn run_load(opts: &Options, spec: &LoadSpec, name: &str) -> anyhow::Result<LoadResult> {
+pub(crate) fn run_load(opts: &Options, spec: &LoadSpec, name: &str) -> anyhow::Result<LoadResult> {
     let file = opts.work.join(format!("load-{}.json", slug(name)));
     std::fs::write(&file, serde_json::to_vec(spec)?)?;
     let mut cmd = pinned(&opts.load_cpus, &opts.bench_exe);

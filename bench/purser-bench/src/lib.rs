@@ -11,7 +11,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cache_memory;
 pub mod driver;
+pub mod edits;
 pub mod fixtures;
 pub mod libraries;
 pub mod limit;

@@ -73,6 +73,16 @@ enum Cmd {
         #[arg(long)]
         secs: f64,
     },
+    /// The credential cache's memory: invented pairs, then accepted logins past the bound, in
+    /// this process; prints a JSON result. See docs/performance.md.
+    CacheMemory {
+        #[arg(long, default_value_t = 100_000)]
+        max_entries: usize,
+        #[arg(long, default_value_t = 100)]
+        real_users: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        pairs: usize,
+    },
     /// The minimal hyper endpoint answering a fixed token-sized body.
     HttpLimit {
         #[arg(long)]
@@ -173,7 +183,8 @@ fn real_main() -> anyhow::Result<()> {
                     opts.server_cpus
                 );
             }
-            let report = driver::run(&opts)?;
+            let mut report = driver::run(&opts)?;
+            purser_bench::edits::add_to(&opts, &mut report)?;
             print!("{}", driver::render(&report));
             if let Some(j) = json {
                 std::fs::write(j, serde_json::to_vec_pretty(&report)?)?;
@@ -199,6 +210,15 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::BcryptRate { cost, secs } => {
             print_json(&rates::bcrypt_rate(cost, Duration::from_secs_f64(secs))?)
         }
+        Cmd::CacheMemory {
+            max_entries,
+            real_users,
+            pairs,
+        } => print_json(&purser_bench::cache_memory::measure(
+            max_entries,
+            real_users,
+            pairs,
+        )?),
         Cmd::HttpLimit { listen, body_len } => {
             limit::serve(listen, limit::token_sized_body(body_len))
         }

@@ -44,6 +44,14 @@ fn every_scenario_runs_and_every_answer_is_a_token() {
             s.name
         );
     }
+    // The cache under htpasswd edits: the load before, during and after the edits.
+    for name in [
+        "cached 2000 users c16 no edits (before)",
+        "cached 2000 users c16 one user added per second",
+        "cached 2000 users c16 no edits (after)",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
     for row in &report.rows {
         let r = &row.result;
         assert_eq!(r.errors, 0, "{}: {:?}", row.scenario.name, r.first_error);

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use purser_core::{Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity};
 
-use crate::cache::{Cached, DEFAULT_MAX_ENTRIES};
+use purser_core::SystemClock;
+
+use crate::cache::{AnswerSource, CacheSettings, Cached, DEFAULT_MAX_ENTRIES};
 
 /// What the chain decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +50,20 @@ pub struct Attempt {
     /// `accepted`, `rejected`, `unknown_user` or `unavailable`: the `outcome` metric label.
     pub outcome: &'static str,
     pub duration: Duration,
-    /// The answer came from the credential cache.
-    pub cache_hit: bool,
+    /// Whether this request asked the backend, found the answer in the credential cache, or
+    /// shared a concurrent identical check.
+    pub source: AnswerSource,
+    /// The backend could not decide and a remembered login answered
+    /// (`authn.cache_stale_if_unavailable`); `outcome` is then `unavailable` and the decision
+    /// is *accepted*.
+    pub stale: bool,
+}
+
+impl Attempt {
+    /// The answer came from the credential cache (no backend work at all).
+    pub fn cache_hit(&self) -> bool {
+        self.source == AnswerSource::Cache
+    }
 }
 
 /// The decision and every backend asked on the way, in order.
@@ -57,6 +71,14 @@ pub struct Attempt {
 pub struct ChainResult {
     pub decision: ChainDecision,
     pub attempts: Vec<Attempt>,
+}
+
+impl ChainResult {
+    /// The login was accepted from a remembered login while its backend was unavailable.
+    pub fn stale(&self) -> bool {
+        matches!(self.decision, ChainDecision::Accepted { .. })
+            && self.attempts.last().is_some_and(|a| a.stale)
+    }
 }
 
 /// The configured backends, in order, each behind its own credential cache (a pass-through
@@ -91,12 +113,31 @@ impl Chain {
         cache_ttl: Duration,
         max_entries: usize,
     ) -> Self {
+        Chain::with_cache_settings(
+            backends,
+            CacheSettings {
+                max_entries,
+                ..CacheSettings::ttl(cache_ttl)
+            },
+        )
+    }
+
+    /// A chain whose backends each have a credential cache with these settings (`authn.cache_*`).
+    pub fn with_cache_settings(
+        backends: Vec<Arc<dyn Authenticator>>,
+        settings: CacheSettings,
+    ) -> Self {
         Chain {
             backends: backends
                 .into_iter()
-                .map(|b| Cached::with_capacity(b, cache_ttl, max_entries))
+                .map(|b| Cached::with_settings(b, settings, Arc::new(SystemClock)))
                 .collect(),
         }
+    }
+
+    /// The backends, each behind its cache (tests and measurements read the caches).
+    pub fn cached_backends(&self) -> &[Cached<dyn Authenticator>] {
+        &self.backends
     }
 
     /// The backend names, in order.
@@ -114,18 +155,15 @@ impl Chain {
         for backend in &self.backends {
             let name = backend.name();
             let started = Instant::now();
-            let (result, cache_hit) = backend.authenticate_traced(creds).await;
-            let outcome = match &result {
-                Ok(o) => o.label(),
-                Err(_) => "unavailable",
-            };
+            let answer = backend.answer(creds).await;
             attempts.push(Attempt {
                 backend: name,
-                outcome,
+                outcome: answer.outcome_label(),
                 duration: started.elapsed(),
-                cache_hit,
+                source: answer.source,
+                stale: answer.stale,
             });
-            match result {
+            match answer.result {
                 Ok(AuthnOutcome::Accepted(identity)) => {
                     return ChainResult {
                         decision: ChainDecision::Accepted {
@@ -364,14 +402,14 @@ mod tests {
         let b = Scripted::new("htpasswd", accepted("alice"));
         let chain = Chain::with_cache(vec![b.clone()], Duration::from_secs(60));
         let first = chain.authenticate(&creds()).await;
-        assert!(!first.attempts[0].cache_hit);
+        assert!(!first.attempts[0].cache_hit());
         let second = chain.authenticate(&creds()).await;
-        assert!(second.attempts[0].cache_hit);
+        assert!(second.attempts[0].cache_hit());
         assert_eq!(second.attempts[0].outcome, "accepted");
         assert_eq!(b.calls.load(Ordering::SeqCst), 1);
         b.generation.fetch_add(1, Ordering::SeqCst);
         let third = chain.authenticate(&creds()).await;
-        assert!(!third.attempts[0].cache_hit);
+        assert!(!third.attempts[0].cache_hit());
         assert_eq!(b.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -402,7 +440,7 @@ mod tests {
         let typed = Credentials::new("ALICE", "pw");
         chain.authenticate(&typed).await;
         let r = chain.authenticate(&typed).await;
-        assert!(r.attempts[0].cache_hit);
+        assert!(r.attempts[0].cache_hit());
         assert!(matches!(
             r.decision,
             ChainDecision::Accepted { identity, .. } if identity.account == "alice"
@@ -416,7 +454,7 @@ mod tests {
         let chain = Chain::with_cache(vec![b.clone()], Duration::from_secs(60));
         chain.authenticate(&creds()).await;
         let r = chain.authenticate(&creds()).await;
-        assert!(!r.attempts[0].cache_hit);
+        assert!(!r.attempts[0].cache_hit());
         assert_eq!(b.calls.load(Ordering::SeqCst), 2);
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,10 +48,18 @@ pub enum HtpasswdError {
     },
 }
 
+/// One user's line: the parsed hash, and a fingerprint of the hash as written, so that a
+/// reload can tell which users' lines changed (see [`HtpasswdAuthenticator`]'s
+/// `account_version`).
+struct Account {
+    hash: StoredHash,
+    line: u64,
+}
+
 /// The users of one htpasswd file, by name.
 pub struct HtpasswdDb {
     source: String,
-    users: HashMap<String, StoredHash>,
+    users: HashMap<String, Account>,
     /// A bcrypt hash of the file's most common cost, checked for unknown users.
     dummy: String,
     dummy_cost: u32,
@@ -87,7 +96,7 @@ impl HtpasswdDb {
     /// issues to log (skipped lines, one warning listing users with weak hashes).
     pub fn parse(text: &str, source: &str) -> Result<(HtpasswdDb, Vec<LoadIssue>), HtpasswdError> {
         let lines = content_lines(text, source)?;
-        let mut users: HashMap<String, StoredHash> = HashMap::with_capacity(lines.len());
+        let mut users: HashMap<String, Account> = HashMap::with_capacity(lines.len());
         let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
         let mut issues = Vec::new();
         let mut weak: Vec<String> = Vec::new();
@@ -122,7 +131,8 @@ impl HtpasswdDb {
                         weak.push(user.to_owned());
                     }
                     costs.extend(stored.bcrypt_cost());
-                    users.insert(user.to_owned(), stored);
+                    let line = fingerprint(|h| hash.trim().hash(h));
+                    users.insert(user.to_owned(), Account { hash: stored, line });
                 }
                 Err(why) => issues.push(LoadIssue {
                     severity: Severity::LineRefused,
@@ -173,7 +183,7 @@ impl HtpasswdDb {
     }
     /// The fingerprint of a user's stored hash (see [`crate::hash::credential_stamp`]).
     pub fn stamp(&self, user: &str) -> Option<String> {
-        self.users.get(user).map(StoredHash::stamp)
+        self.users.get(user).map(|a| a.hash.stamp())
     }
     /// The user names, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &str> {
@@ -184,11 +194,16 @@ impl HtpasswdDb {
         self.dummy_cost
     }
 
+    /// A fingerprint of the user's line, `None` for an unknown user.
+    pub fn line_version(&self, user: &str) -> Option<u64> {
+        self.users.get(user).map(|a| a.line)
+    }
+
     /// The rounds checking `user` costs (for the limiter's queue): the user's bcrypt cost, the
     /// dummy's for an unknown user, one round for the cheaper formats.
     fn rounds(&self, user: &str) -> u64 {
         match self.users.get(user) {
-            Some(stored) => stored.bcrypt_cost().map_or(1, bcrypt_rounds),
+            Some(a) => a.hash.bcrypt_cost().map_or(1, bcrypt_rounds),
             None => bcrypt_rounds(self.dummy_cost),
         }
     }
@@ -201,7 +216,7 @@ impl HtpasswdDb {
             return self.users.contains_key(user).then_some(false);
         }
         match self.users.get(user) {
-            Some(stored) => Some(stored.verify(password, work)),
+            Some(a) => Some(a.hash.verify(password, work)),
             None => {
                 verify_bcrypt(password, &self.dummy, self.dummy_cost, work);
                 None
@@ -294,12 +309,32 @@ impl Authenticator for HtpasswdAuthenticator {
         self.users.load().stamp(account)
     }
 
+    /// The user's line and groups: a reload that leaves both alone leaves the user's cached
+    /// logins valid, and any change to either (or the user's removal) invalidates them.
+    fn account_version(&self, name: &str) -> u64 {
+        let line = self.users.load().line_version(name);
+        let groups = self.groups.load();
+        fingerprint(|h| {
+            line.hash(h);
+            groups.groups_of(name).hash(h);
+        })
+    }
+
     fn generation(&self) -> u64 {
         // Both counters only grow, so their sum changes at every reload of either file.
         self.users
             .generation()
             .wrapping_add(self.groups.generation())
     }
+}
+
+/// A 64-bit fingerprint under SipHash with fixed keys: versions are compared within one
+/// process, against accidental equality (a file edit), not an adversary (who would have to
+/// write the file).
+fn fingerprint(feed: impl FnOnce(&mut DefaultHasher)) -> u64 {
+    let mut h = DefaultHasher::new();
+    feed(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -406,6 +441,38 @@ mod tests {
         assert_eq!((done.bcrypt_checks, done.other_checks), (12, 4));
         assert_eq!(auth.work.peak_in_flight(), 1);
         assert_eq!(limiter.available_permits(), 1);
+    }
+
+    /// A reload changes the version of the users whose line or groups changed, and of nobody
+    /// else: their cached logins stay valid.
+    #[test]
+    fn a_reload_changes_only_the_edited_users_versions() {
+        const OTHER: &str = "$2y$04$Bu1AVJRSbqGdXBWXMfZFdOiuSzgw2AQnMIkt0bCbyqC1AHY0d8BYi";
+        let parse = |t: &str| HtpasswdDb::parse(t, "f").unwrap().0;
+        let groups = |t: &str| HtgroupDb::parse(t, "g").unwrap().0;
+        let users = Arc::new(Reloadable::new(parse(&format!("alice:{BC}\nbob:{BC}\n"))));
+        let grp = Arc::new(Reloadable::new(groups("devs: alice bob\n")));
+        let auth = HtpasswdAuthenticator::new(users.clone(), grp.clone());
+        let v = |u: &str| auth.account_version(u);
+        let (alice, bob, carol) = (v("alice"), v("bob"), v("carol"));
+
+        // carol added, bob's hash changed
+        users.store(parse(&format!("alice:{BC}\nbob:{OTHER}\ncarol:{BC}\n")));
+        assert_eq!(v("alice"), alice);
+        assert_ne!(v("bob"), bob);
+        assert_ne!(v("carol"), carol);
+        let bob = v("bob");
+        // bob leaves a group; the same file written again changes nothing
+        grp.store(groups("devs: alice\n"));
+        assert_eq!(v("alice"), alice);
+        assert_ne!(v("bob"), bob);
+        let bob = v("bob");
+        users.store(parse(&format!("alice:{BC}\nbob:{OTHER}\ncarol:{BC}\n")));
+        assert_eq!((v("alice"), v("bob")), (alice, bob));
+        // bob removed
+        users.store(parse(&format!("alice:{BC}\n")));
+        assert_ne!(v("bob"), bob);
+        assert_eq!(v("alice"), alice);
     }
 
     #[test]

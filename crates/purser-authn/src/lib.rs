@@ -56,7 +56,7 @@ pub mod static_users;
 pub mod tokens;
 
 pub use apache_file::{FileError, MAX_FILE_BYTES, MAX_LINES};
-pub use cache::{Cached, CredentialCache};
+pub use cache::{Answer, AnswerSource, CacheSettings, Cached, CredentialCache};
 pub use chain::{Attempt, Chain, ChainDecision, ChainResult};
 pub use error::AuthnError;
 pub use hash::{

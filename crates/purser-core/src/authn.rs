@@ -161,6 +161,17 @@ pub trait Authenticator: Send + Sync {
         0
     }
 
+    /// A number that changes whenever what the backend holds for the user `name` changes (its
+    /// stored password hash, its groups, its presence), checked by the credential cache at every
+    /// hit: a cached login is served only while the version it was stored with is current.
+    /// Cheap, because it is asked on every cached login. The default is the backend-wide
+    /// [`Authenticator::generation`], so a backend that cannot tell users apart forgets every
+    /// cached login at a reload; a backend that keeps no user data (a directory) answers a
+    /// constant and its cached logins live for the cache's TTL.
+    fn account_version(&self, _name: &str) -> u64 {
+        self.generation()
+    }
+
     /// A fingerprint of the account's stored credential, when the backend keeps one (a password
     /// hash): refresh tokens carry it, and a refresh grant is refused once it changes, so a
     /// password change ends the sessions opened with the old password. `None` when the backend

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use purser_authn::cache::CacheSettings;
 use purser_authn::chain::Chain;
 use purser_authz::{Policy, PolicyAuthorizer};
 use purser_core::{Authenticator, Reloadable, Signer};
@@ -308,7 +309,12 @@ fn chain(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<Chain>>, Build
             None => complete = false,
         }
     }
-    Ok(complete.then(|| Arc::new(Chain::with_cache(backends, config.authn.cache_ttl.0))))
+    let cache = CacheSettings {
+        ttl: config.authn.cache_ttl.0,
+        max_entries: config.authn.cache_max_entries,
+        stale_if_unavailable: config.authn.cache_stale_if_unavailable.0,
+    };
+    Ok(complete.then(|| Arc::new(Chain::with_cache_settings(backends, cache))))
 }
 
 pub struct ServerReadiness {

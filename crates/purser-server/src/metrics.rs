@@ -16,6 +16,8 @@ pub const TOKEN_REQUEST_DURATION: &str = "purser_token_request_duration_seconds"
 pub const AUTHN_ATTEMPTS: &str = "purser_authn_attempts_total";
 pub const AUTHN_DURATION: &str = "purser_authn_duration_seconds";
 pub const AUTHN_CACHE_HITS: &str = "purser_authn_cache_hits_total";
+pub const AUTHN_SHARED_ANSWERS: &str = "purser_authn_shared_answers_total";
+pub const AUTHN_STALE_ANSWERS: &str = "purser_authn_stale_answers_total";
 pub const AUTHZ_DECISIONS: &str = "purser_authz_decisions_total";
 pub const TOKENS_ISSUED: &str = "purser_tokens_issued_total";
 pub const RELOADS: &str = "purser_reloads_total";
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub authn_attempts: IntCounterVec,
     pub authn_duration: HistogramVec,
     pub authn_cache_hits: IntCounterVec,
+    pub authn_shared_answers: IntCounterVec,
+    pub authn_stale_answers: IntCounterVec,
     pub authz_decisions: IntCounterVec,
     pub tokens_issued: IntCounterVec,
     pub reloads: IntCounterVec,
@@ -131,6 +135,16 @@ impl Metrics {
             authn_cache_hits: counter(
                 AUTHN_CACHE_HITS,
                 "Logins answered from the credential cache.",
+                &["backend"],
+            )?,
+            authn_shared_answers: counter(
+                AUTHN_SHARED_ANSWERS,
+                "Logins answered by a concurrent check of the same user name and password.",
+                &["backend"],
+            )?,
+            authn_stale_answers: counter(
+                AUTHN_STALE_ANSWERS,
+                "Logins accepted from the credential cache while the backend was unavailable.",
                 &["backend"],
             )?,
             authz_decisions: counter(
@@ -238,6 +252,8 @@ impl Metrics {
             self.authn_attempts.with_label_values(&[backend, o]);
         }
         self.authn_cache_hits.with_label_values(&[backend]);
+        self.authn_shared_answers.with_label_values(&[backend]);
+        self.authn_stale_answers.with_label_values(&[backend]);
         // The pool gauges exist whenever the directory backend does, before its first
         // connection, so that dashboards show 0 rather than no data.
         if backend == "ldap" {

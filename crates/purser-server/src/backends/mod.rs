@@ -144,6 +144,13 @@ pub struct AuthnConfig {
     pub anonymous: bool,
     /// Remember a verified password this long; `0s` never. Default `60s`.
     pub cache_ttl: HumanDuration,
+    /// The most accepted logins remembered per backend, least recently used forgotten first.
+    /// Default `100000`.
+    pub cache_max_entries: usize,
+    /// While a backend cannot decide (a directory down or timing out), accept a login that it
+    /// accepted, with the same password, less than this long ago, with the groups it had then;
+    /// `0s` never. Default `0s`.
+    pub cache_stale_if_unavailable: HumanDuration,
     /// Machine tokens: a watched file of token digests. Default: none (backend off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokensConfig>,
@@ -164,6 +171,8 @@ impl Default for AuthnConfig {
             order: BackendKind::ALL.to_vec(),
             anonymous: false,
             cache_ttl: HumanDuration::secs(60),
+            cache_max_entries: purser_authn::cache::DEFAULT_MAX_ENTRIES,
+            cache_stale_if_unavailable: HumanDuration::secs(0),
             tokens: None,
             r#static: None,
             htpasswd: None,
@@ -198,6 +207,12 @@ impl AuthnConfig {
             p.push(Problem::new(
                 "authn.order",
                 format!("list at least one backend: {} or {last}", rest.join(", ")),
+            ));
+        }
+        if !(1..=MAX_CACHE_ENTRIES).contains(&self.cache_max_entries) {
+            p.push(Problem::new(
+                "authn.cache_max_entries",
+                format!("must be between 1 and {MAX_CACHE_ENTRIES}; the default is 100000 (set cache_ttl: 0s to remember nothing)"),
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -239,6 +254,9 @@ impl AuthnConfig {
     }
 }
 
+/// The largest `authn.cache_max_entries` accepted (a few hundred bytes each: about 5 GB).
+const MAX_CACHE_ENTRIES: usize = 16_000_000;
+
 /// Whether the leaf of a key path is a secret of any backend (`bind_password`).
 pub(crate) fn is_secret_key(leaf: &str) -> bool {
     BackendKind::ALL
@@ -258,5 +276,26 @@ mod tests {
         }
         assert!(is_secret_key("bind_password") && is_secret_key("password_hash"));
         assert!(!is_secret_key("bind_dn"));
+    }
+
+    #[test]
+    fn the_cache_bound_is_checked_and_stale_answers_are_off_by_default() {
+        let mut c = AuthnConfig::default();
+        assert_eq!(c.cache_max_entries, 100_000);
+        assert!(c.cache_stale_if_unavailable.0.is_zero());
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        for bad in [0, MAX_CACHE_ENTRIES + 1] {
+            c.cache_max_entries = bad;
+            let mut p = Vec::new();
+            c.validate(&mut p);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].to_string().contains("authn.cache_max_entries"),
+                "{}",
+                p[0]
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use purser_authn::cache::AnswerSource;
 use purser_authn::chain::{Chain, ChainDecision};
 use purser_core::{Credentials, Identity, Reloadable, Signer};
 use tower::{Layer, Service, ServiceExt};
@@ -80,6 +81,7 @@ where
         Box::pin(async move {
             // The proof is used up here: what is inside stays out of the services below.
             let proof = std::mem::replace(&mut call.proof, Proof::Anonymous);
+            let mut stale = false;
             let (caller, verdict) = match proof {
                 Proof::Anonymous => (
                     Caller {
@@ -92,7 +94,8 @@ where
                 Proof::Password(creds) => {
                     let typed = creds.username.clone();
                     match password(&settings, &creds).await {
-                        Ok(caller) => {
+                        Ok((caller, from_the_past)) => {
+                            stale = from_the_past;
                             let verdict = LoginVerdict::Accepted {
                                 account: caller.identity.account.clone(),
                             };
@@ -146,6 +149,7 @@ where
             call.caller = Some(caller);
             let mut reply = inner.oneshot(call).await?;
             reply.verdict = verdict;
+            reply.audit.stale = stale;
             Ok(reply)
         })
     }
@@ -156,29 +160,52 @@ type Refused = (ApiError, LoginVerdict);
 /// How long a client refused for a full password-check queue is told to wait.
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A password login through the chain, with its metrics.
-async fn password(settings: &AuthnSettings, creds: &Credentials) -> Result<Caller, Refused> {
+/// A password login through the chain, with its metrics; `true` beside the caller when the
+/// login was accepted from the cache while its backend was unavailable.
+async fn password(
+    settings: &AuthnSettings,
+    creds: &Credentials,
+) -> Result<(Caller, bool), Refused> {
     let result = settings.chain.authenticate(creds).await;
     let m = &settings.metrics;
     for a in &result.attempts {
         m.authn_attempts
             .with_label_values(&[a.backend, a.outcome])
             .inc();
-        if a.cache_hit {
-            m.authn_cache_hits.with_label_values(&[a.backend]).inc();
-        } else {
-            m.authn_duration
+        // `purser_authn_duration_seconds` times backend checks only, so its count is the
+        // number of checks the backend did.
+        match a.source {
+            AnswerSource::Backend => m
+                .authn_duration
                 .with_label_values(&[a.backend])
-                .observe(a.duration.as_secs_f64());
+                .observe(a.duration.as_secs_f64()),
+            AnswerSource::Cache => m.authn_cache_hits.with_label_values(&[a.backend]).inc(),
+            AnswerSource::Shared => m.authn_shared_answers.with_label_values(&[a.backend]).inc(),
+        }
+        if a.stale {
+            m.authn_stale_answers.with_label_values(&[a.backend]).inc();
         }
     }
+    let stale = result.stale();
     let refused = || ApiError::Unauthorized("invalid username or password".into());
     match result.decision {
-        ChainDecision::Accepted { backend, identity } => Ok(Caller {
-            identity,
-            backend: Some(backend),
-            presented_refresh: None,
-        }),
+        ChainDecision::Accepted { backend, identity } => {
+            if stale {
+                tracing::warn!(
+                    backend,
+                    account = %identity.account,
+                    "backend unavailable: login accepted from the credential cache (stale)"
+                );
+            }
+            Ok((
+                Caller {
+                    identity,
+                    backend: Some(backend),
+                    presented_refresh: None,
+                },
+                stale,
+            ))
+        }
         ChainDecision::Rejected { account, .. } => {
             // The backend's own name for the account counts too, so that spelling a name
             // differently buys no more guesses.

@@ -78,6 +78,9 @@ pub struct Audit {
     /// The groups the account was given (by its backend), as the policy saw them.
     pub groups: Vec<String>,
     pub decisions: Vec<(ResourceScope, Grant)>,
+    /// The login was accepted from the credential cache while its backend was unavailable
+    /// (`authn.cache_stale_if_unavailable`).
+    pub stale: bool,
 }
 
 /// A token, its optional refresh token, and what the POST answer lists as granted.

@@ -63,6 +63,7 @@ impl Service<TokenCall> for IssueService {
             backend: caller.backend,
             groups: caller.identity.groups.clone(),
             decisions: Vec::with_capacity(call.scopes.len()),
+            ..Audit::default()
         };
         let result = self.settings.issue(call, caller, &mut audit);
         ready(Ok(TokenReply {

@@ -169,6 +169,7 @@ fn audit_record(s: &Served) {
         account = a.account.as_deref().unwrap_or(""),
         backend = a.backend.unwrap_or(""),
         groups = %groups,
+        stale = a.stale,
         scopes = %scopes,
         outcome = s.outcome.label(),
         status = s.status.as_u16(),
