@@ -223,8 +223,12 @@ fn a_burst_of_64_cold_logins_is_one_bcrypt_and_right_and_wrong_passwords_are_one
     let statuses = burst(&p, &right_and_wrong("mixed", "mixed-pw"));
     assert_right_and_wrong(&statuses);
     assert_eq!(checks(&p, "htpasswd"), 3.0, "{}", p.log_tail());
-    // The wrong password was never remembered: it is checked again.
+    // The cache never remembers a wrong password; the failed-login limiter remembers that this
+    // one failed (by a keyed digest) and answers it 401 without another check.
     assert_eq!(status(&p, "mixed", "wrong-password"), 401);
+    assert_eq!(checks(&p, "htpasswd"), 3.0);
+    // Another wrong password is checked.
+    assert_eq!(status(&p, "mixed", "another-wrong-password"), 401);
     assert_eq!(checks(&p, "htpasswd"), 4.0);
 }
 

@@ -211,7 +211,13 @@ async fn password(
             // differently buys no more guesses.
             let mut accounts = vec![creds.username.clone()];
             accounts.extend(account.filter(|a| *a != creds.username));
-            Err((refused(), LoginVerdict::Failed { accounts }))
+            Err((
+                refused(),
+                LoginVerdict::Failed {
+                    accounts,
+                    known: true,
+                },
+            ))
         }
         ChainDecision::Refused {
             account, reason, ..
@@ -222,13 +228,17 @@ async fn password(
             accounts.extend(account.filter(|a| *a != creds.username));
             Err((
                 ApiError::Unauthorized(reason),
-                LoginVerdict::Failed { accounts },
+                LoginVerdict::Failed {
+                    accounts,
+                    known: false,
+                },
             ))
         }
         ChainDecision::UnknownUser => Err((
             refused(),
             LoginVerdict::Failed {
                 accounts: vec![creds.username.clone()],
+                known: false,
             },
         )),
         ChainDecision::Busy { backend } => {
@@ -279,7 +289,10 @@ async fn refresh(
         (
             ApiError::InvalidGrant(e.to_string()),
             None,
-            LoginVerdict::Failed { accounts: vec![] },
+            LoginVerdict::Failed {
+                accounts: vec![],
+                known: false,
+            },
         )
     })?;
     let account = Some(rc.sub.clone());

@@ -65,7 +65,11 @@ pub enum LoginVerdict {
     /// The caller is `account` (the backend's own name, possibly spelled otherwise than typed).
     Accepted { account: String },
     /// A failed login, to count against these account names (none: the address only).
-    Failed { accounts: Vec<String> },
+    /// `known`: a backend knew the account and refused this password, so the same password may
+    /// be answered 401 again without a check while the limiter remembers it. An unknown name is
+    /// not `known`: it may be created any moment (a machine token, an htpasswd line), and must
+    /// then be checked at once.
+    Failed { accounts: Vec<String>, known: bool },
 }
 
 /// The facts of one request that end in its audit record.

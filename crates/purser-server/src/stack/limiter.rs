@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use hmac::{Hmac, Mac};
 use purser_core::{DigestKey, Gate, LimiterError, LoginAttempt, LoginLimiter, PasswordDigest};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
 use super::call::{Audit, LoginVerdict, Proof, TokenCall, TokenReply};
@@ -141,7 +141,7 @@ where
                         tracing::warn!(error = %e, "the failed-login limiter could not note a success");
                     }
                 }
-                LoginVerdict::Failed { accounts } => {
+                LoginVerdict::Failed { accounts, known } => {
                     let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
                     // A locked account stays locked whatever the spelling: a wrong password
                     // under another spelling is answered as the lock, not as a fresh failure.
@@ -158,10 +158,18 @@ where
                             return Ok(reply);
                         }
                     }
+                    // A failure the backend did not decide on a known account is counted under
+                    // a digest of its own: repeats still count once, but the gate, which asks
+                    // with the plain digest, never answers them without a check.
+                    let password = if *known {
+                        digest
+                    } else {
+                        digest.map(unanswered)
+                    };
                     let attempt = LoginAttempt {
                         accounts: &names,
                         address,
-                        password: digest,
+                        password,
                     };
                     record_failure(&this.limiter, &this.metrics, &attempt).await;
                 }
@@ -180,6 +188,15 @@ fn password_digest(key: &DigestKey, account: &str, password: &str) -> Option<Pas
     mac.update(account.as_bytes());
     mac.update(password.as_bytes());
     Some(PasswordDigest(mac.finalize().into_bytes().into()))
+}
+
+/// The digest under which a failure that must be checked again is counted: derived from the
+/// login's digest, so repeats of it are one failure, but never equal to a digest the gate asks.
+fn unanswered(d: PasswordDigest) -> PasswordDigest {
+    let mut h = Sha256::new();
+    h.update(b"purser: counted, never answered without a check\0");
+    h.update(d.0);
+    PasswordDigest(h.finalize().into())
 }
 
 /// A limiter that cannot answer refuses (it says so only with `on_error: closed`).
