@@ -70,8 +70,19 @@ impl RequestOutcome {
     }
 }
 
+/// The metrics registry and every metric handle, shared: cloning it (once per layer and
+/// request) is one reference count, not one per metric.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricHandles>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricHandles;
+    fn deref(&self) -> &MetricHandles {
+        &self.0
+    }
+}
+
+pub struct MetricHandles {
     registry: Registry,
     pub token_requests: IntCounterVec,
     pub token_request_duration: HistogramVec,
@@ -111,7 +122,7 @@ impl Metrics {
                 registry.register(Box::new(h.clone()))?;
                 Ok(h)
             };
-        let m = Metrics {
+        let m = MetricHandles {
             token_requests: counter(
                 TOKEN_REQUESTS,
                 "Token requests by method and outcome.",
@@ -243,7 +254,7 @@ impl Metrics {
         for op in STATE_OPS {
             m.state_errors.with_label_values(&[op]);
         }
-        Ok(m)
+        Ok(Metrics(Arc::new(m)))
     }
 
     /// Zeroes the series of one backend so they exist from the start.
