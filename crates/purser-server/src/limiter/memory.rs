@@ -198,6 +198,15 @@ impl<K: Hash + Eq + Clone> Expiring<K> {
         self.order.push_back((key, until));
     }
 
+    /// Remembers `key` for `ttl`, unless it is remembered for more than half of that already:
+    /// a login repeated every second renews its pair once per half `ttl`, not at every login.
+    fn renew(&mut self, key: K, now: Instant, ttl: Duration) {
+        if self.map.get(&key).is_some_and(|until| *until > now + ttl / 2) {
+            return;
+        }
+        self.insert(key, now, now + ttl);
+    }
+
     /// Remembers `key` for `ttl` unless it is remembered already; true when it was not.
     pub(super) fn insert_new(&mut self, key: K, now: Instant, ttl: Duration) -> bool {
         if self.contains(&key, now) {
@@ -376,7 +385,7 @@ impl MemoryLimiter {
         let now = self.clock.now();
         if let Ok(mut t) = self.trusted.lock() {
             for a in attempt.accounts {
-                t.insert((Self::key(a), ip), now, now + s.trusted_address_ttl);
+                t.renew((Self::key(a), ip), now, s.trusted_address_ttl);
             }
         }
     }
