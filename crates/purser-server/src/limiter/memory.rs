@@ -201,7 +201,11 @@ impl<K: Hash + Eq + Clone> Expiring<K> {
     /// Remembers `key` for `ttl`, unless it is remembered for more than half of that already:
     /// a login repeated every second renews its pair once per half `ttl`, not at every login.
     fn renew(&mut self, key: K, now: Instant, ttl: Duration) {
-        if self.map.get(&key).is_some_and(|until| *until > now + ttl / 2) {
+        if self
+            .map
+            .get(&key)
+            .is_some_and(|until| *until > now + ttl / 2)
+        {
             return;
         }
         self.insert(key, now, now + ttl);
