@@ -12,7 +12,7 @@
     reason = "test code: a panic is the failure report, and tests may read the real clock"
 )]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,7 +256,13 @@ fn the_owner_logs_in_from_a_trusted_address_while_a_guesser_has_locked_the_accou
 
 /// Requests against `url` until `stop`, as alice (right password) and bob (wrong ones, new
 /// each time): the statuses seen.
-fn request_loop(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u16, bool)>> {
+/// A loop of logins (alice's right password, and a stream of typos) until `stop`, counting its
+/// requests in `done`; returns each answer's status and whether it had `Retry-After`.
+fn request_loop(
+    url: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<(u16, bool)>> {
     std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut i = 0u32;
@@ -267,10 +273,27 @@ fn request_loop(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
                 attempt_at(&url, "loop-user", &format!("typo-{i}"), "10.7.0.2")
             };
             seen.push((r.status, r.header("Retry-After").is_some()));
+            done.fetch_add(1, Ordering::AcqRel);
             i += 1;
         }
         seen
     })
+}
+
+/// Waits (bounded) until both loops have answered `n` more requests.
+fn loops_advance(loops: &[&Arc<AtomicUsize>], n: usize, what: &str) {
+    let from: Vec<usize> = loops.iter().map(|c| c.load(Ordering::Acquire)).collect();
+    wait_until(
+        Duration::from_secs(20),
+        what,
+        || {
+            loops
+                .iter()
+                .zip(&from)
+                .all(|(c, f)| c.load(Ordering::Acquire) >= f + n)
+        },
+        String::new,
+    );
 }
 
 #[test]
@@ -283,9 +306,11 @@ fn redis_stopped_under_a_request_loop_local_keeps_serving_closed_refuses_and_bot
     assert_eq!(metric_sum(&local, "purser_state_backend_up", ""), 1.0);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let looping = request_loop(local.token_url(), stop.clone());
-    let looping_closed = request_loop(closed.token_url(), stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    let (done, done_closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let looping = request_loop(local.token_url(), stop.clone(), done.clone());
+    let looping_closed = request_loop(closed.token_url(), stop.clone(), done_closed.clone());
+    let both = [&done, &done_closed];
+    loops_advance(&both, 20, "the request loops to run before Redis stops");
     redis.stop();
 
     // local: serving, counting in the replica; says so once, in metrics and /readyz.
@@ -318,7 +343,7 @@ fn redis_stopped_under_a_request_loop_local_keeps_serving_closed_refuses_and_bot
     let r = attempt(&closed, ALICE.0, ALICE.1, "10.7.0.1");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("Retry-After").is_some());
-    std::thread::sleep(Duration::from_millis(1500));
+    loops_advance(&both, 20, "the request loops to run during the outage");
 
     redis.start_again();
     wait_until(
@@ -337,7 +362,7 @@ fn redis_stopped_under_a_request_loop_local_keeps_serving_closed_refuses_and_bot
         || attempt(&closed, ALICE.0, ALICE.1, "10.7.0.1").status == 200,
         || closed.log_tail(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    loops_advance(&both, 20, "the request loops to run after Redis is back");
     stop.store(true, Ordering::Release);
     let seen = looping.join().unwrap();
     let seen_closed = looping_closed.join().unwrap();

@@ -98,6 +98,34 @@ fn counts(metrics: SocketAddr) -> anyhow::Result<Counts> {
     })
 }
 
+/// Waits (at most 20 s) until the server's last successful htpasswd reload is later than the
+/// file's last write.
+fn wait_reloaded(metrics: SocketAddr, users: &Path) -> anyhow::Result<()> {
+    let written = std::fs::metadata(users)?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = fetch(
+            metrics,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )?;
+        let text = String::from_utf8_lossy(&body);
+        let loaded = metric_sum(
+            &text,
+            "purser_reload_last_success_timestamp_seconds{source=\"htpasswd\"}",
+        );
+        if status == 200 && loaded > written {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the last htpasswd edit was not reloaded within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs the scenario when `--only` selects it (or selects nothing), with its own key and
 /// policy, and adds its rows and checks to `report` (and to `work/report.json`).
 pub fn add_to(opts: &Options, report: &mut Report) -> anyhow::Result<()> {
@@ -271,8 +299,8 @@ fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the editing thread panicked"))??;
     let during = during?;
-    // Let the last edit land before reading the counters.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The last edit must have been loaded before the counters are read.
+    wait_reloaded(metrics, &users)?;
     let c1 = counts(metrics)?;
     let mut during_row = row("cached 2000 users c16 one user added per second", during);
 

@@ -298,12 +298,27 @@ async fn a_dropped_check_hands_over_to_a_waiting_call() {
         let c = c.clone();
         tokio::spawn(async move { c.answer(&creds("alice", "right")).await })
     };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The first call is in its backend check before the second arrives.
+    for _ in 0..1000 {
+        if fake.checks() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fake.checks(), 1);
     let second = {
         let c = c.clone();
         tokio::spawn(async move { c.answer(&creds("alice", "right")).await })
     };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Let the second call join the first's check (the runtime runs it at this yield).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        fake.checks(),
+        1,
+        "the second call started a check of its own"
+    );
     first.abort();
     let a = second.await.unwrap();
     assert_eq!(a.source, AnswerSource::Backend);
