@@ -97,7 +97,11 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn locked(&self, key: &K, now: Instant) -> Option<Duration> {
+    fn locked<Q>(&self, key: &Q, now: Instant) -> Option<Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         match self.map.get(key) {
             Some(e) => e.locked(now),
             None => self.overflow.locked(now),
@@ -264,11 +268,16 @@ impl MemoryLimiter {
     }
 
     fn key(account: &str) -> String {
+        Self::key_str(account).to_string()
+    }
+
+    /// The remembered form of an account name, borrowed (lookups need no copy).
+    fn key_str(account: &str) -> &str {
         let mut end = account.len().min(MAX_KEY_LEN);
         while !account.is_char_boundary(end) {
             end -= 1;
         }
-        account[..end].to_string()
+        &account[..end]
     }
 
     fn is_trusted(&self, account: &str, ip: Option<IpAddr>, now: Instant) -> bool {
@@ -300,10 +309,11 @@ impl MemoryLimiter {
         let now = self.clock.now();
         let ip = attempt.address;
         let locked: Vec<(&str, Duration)> = match self.accounts.lock() {
+            // No copy of the name for the lookup; nothing is allocated when none is locked.
             Ok(t) => attempt
                 .accounts
                 .iter()
-                .filter_map(|a| t.locked(&Self::key(a), now).map(|w| (*a, w)))
+                .filter_map(|a| t.locked(Self::key_str(a), now).map(|w| (*a, w)))
                 .collect(),
             Err(_) => Vec::new(),
         };

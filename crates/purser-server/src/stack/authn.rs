@@ -91,29 +91,26 @@ where
                     },
                     LoginVerdict::NotChecked,
                 ),
-                Proof::Password(creds) => {
-                    let typed = creds.username.clone();
-                    match password(&settings, &creds).await {
-                        Ok((caller, from_the_past)) => {
-                            stale = from_the_past;
-                            let verdict = LoginVerdict::Accepted {
-                                account: caller.identity.account.clone(),
-                            };
-                            (caller, verdict)
-                        }
-                        Err((error, verdict)) => {
-                            let audit = Audit {
-                                account: Some(typed),
-                                ..Audit::default()
-                            };
-                            return Ok(TokenReply {
-                                result: Err(error),
-                                audit,
-                                verdict,
-                            });
-                        }
+                Proof::Password(creds) => match password(&settings, &creds).await {
+                    Ok((caller, from_the_past)) => {
+                        stale = from_the_past;
+                        let verdict = LoginVerdict::Accepted {
+                            account: caller.identity.account.clone(),
+                        };
+                        (caller, verdict)
                     }
-                }
+                    Err((error, verdict)) => {
+                        let audit = Audit {
+                            account: Some(creds.username.clone()),
+                            ..Audit::default()
+                        };
+                        return Ok(TokenReply {
+                            result: Err(error),
+                            audit,
+                            verdict,
+                        });
+                    }
+                },
                 Proof::Refresh(token) => {
                     match refresh(&settings, &token, &call.service, call.ip(), call.now).await {
                         Ok((identity, backend)) => {

@@ -52,20 +52,27 @@ impl Service<TokenCall> for IssueService {
     }
 
     fn call(&mut self, mut call: TokenCall) -> Self::Future {
-        let caller = call.caller.take().unwrap_or(Caller {
+        let Caller {
+            identity,
+            backend,
+            presented_refresh,
+        } = call.caller.take().unwrap_or(Caller {
             identity: Identity::anonymous(),
             backend: None,
             presented_refresh: None,
         });
         let mut audit = Audit {
-            account: Some(caller.identity.account.clone()),
-            machine_token: caller.identity.machine.as_ref().map(|m| m.name.clone()),
-            backend: caller.backend,
-            groups: caller.identity.groups.clone(),
+            backend,
             decisions: Vec::with_capacity(call.scopes.len()),
             ..Audit::default()
         };
-        let result = self.settings.issue(call, caller, &mut audit);
+        let result = self
+            .settings
+            .issue(call, &identity, backend, presented_refresh, &mut audit);
+        // The caller's names move into the audit record once the token is made: no copies.
+        audit.account = Some(identity.account);
+        audit.groups = identity.groups;
+        audit.machine_token = identity.machine.map(|m| m.name);
         ready(Ok(TokenReply {
             result,
             audit,
@@ -78,10 +85,11 @@ impl IssueSettings {
     fn issue(
         &self,
         call: TokenCall,
-        caller: Caller,
+        identity: &Identity,
+        backend: Option<purser_core::BackendName>,
+        presented_refresh: Option<String>,
         audit: &mut Audit,
     ) -> Result<Issued, ApiError> {
-        let identity = caller.identity;
         let ctx = RequestContext {
             service: call.service.clone(),
             client_ip: call.ip(),
@@ -89,7 +97,7 @@ impl IssueSettings {
         let mut access = Vec::with_capacity(call.scopes.len());
         let mut granted_scopes = Vec::new();
         // One policy version decides every scope of the request, even across a reload.
-        let mut grants = self.authorizer.authorize_all(&identity, &ctx, &call.scopes);
+        let mut grants = self.authorizer.authorize_all(identity, &ctx, &call.scopes);
         // A capped credential (a machine token) gets no more than its cap, whatever the policy
         // grants its account: requested ∩ policy ∩ cap.
         if let Some(cap) = &identity.cap {
@@ -142,10 +150,8 @@ impl IssueSettings {
 
         // A refresh grant hands back the refresh token it presented: the session it belongs to
         // ends at the first login plus `token.refresh_lifetime`, whatever refreshes happen.
-        let refresh_token = match caller.backend {
-            Some(_) if call.want_refresh && caller.presented_refresh.is_some() => {
-                caller.presented_refresh
-            }
+        let refresh_token = match backend {
+            Some(_) if call.want_refresh && presented_refresh.is_some() => presented_refresh,
             Some(bk)
                 if call.want_refresh
                     && !self.refresh_lifetime.is_zero()

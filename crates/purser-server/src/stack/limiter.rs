@@ -30,11 +30,37 @@ use crate::metrics::Metrics;
 pub struct LimiterLayer {
     limiter: Arc<dyn LoginLimiter>,
     metrics: Metrics,
+    keyed: Arc<KeyedDigest>,
 }
 
 impl LimiterLayer {
     pub fn new(limiter: Arc<dyn LoginLimiter>, metrics: Metrics) -> Self {
-        LimiterLayer { limiter, metrics }
+        LimiterLayer {
+            limiter,
+            metrics,
+            keyed: Arc::new(KeyedDigest::default()),
+        }
+    }
+}
+
+/// The digest's MAC with the store's current key already absorbed, made again only when the
+/// store hands out another key (its key blocks are then hashed once, not at every login).
+#[derive(Default)]
+struct KeyedDigest {
+    current: std::sync::Mutex<Option<(DigestKey, Hmac<Sha256>)>>,
+}
+
+impl KeyedDigest {
+    fn mac(&self, key: &DigestKey) -> Option<Hmac<Sha256>> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Some((k, mac)) if k == key => Some(mac.clone()),
+            _ => {
+                let mac = Hmac::<Sha256>::new_from_slice(&key.0).ok()?;
+                *current = Some((key.clone(), mac.clone()));
+                Some(mac)
+            }
+        }
     }
 }
 
@@ -44,6 +70,7 @@ impl<S> Layer<S> for LimiterLayer {
         Limiter {
             limiter: self.limiter.clone(),
             metrics: self.metrics.clone(),
+            keyed: self.keyed.clone(),
             inner,
         }
     }
@@ -53,6 +80,7 @@ impl<S> Layer<S> for LimiterLayer {
 pub struct Limiter<S> {
     limiter: Arc<dyn LoginLimiter>,
     metrics: Metrics,
+    keyed: Arc<KeyedDigest>,
     inner: S,
 }
 
@@ -86,13 +114,20 @@ where
             };
             let digest = match &call.proof {
                 Proof::Password(c) => match this.limiter.digest_key().await {
-                    Ok(key) => password_digest(&key, &c.username, c.password.expose()),
+                    Ok(key) => this
+                        .keyed
+                        .mac(&key)
+                        .map(|mac| password_digest(mac, &c.username, c.password.expose())),
                     Err(e) => return Ok(TokenReply::refused(unavailable(&e), audit())),
                 },
                 _ => None,
             };
-            let before: Vec<&str> = typed.iter().map(String::as_str).collect();
-            match gate(&this.limiter, &before, address, digest).await {
+            let typed_name = typed.as_deref();
+            let before: &[&str] = match &typed_name {
+                Some(t) => std::slice::from_ref(t),
+                None => &[],
+            };
+            match gate(&this.limiter, before, address, digest).await {
                 Ok(Gate::Open) => {}
                 Ok(Gate::Locked(retry_after)) => {
                     return Ok(TokenReply::refused(
@@ -111,7 +146,7 @@ where
                 }
                 Err(e) => return Ok(TokenReply::refused(unavailable(&e), audit())),
             }
-            let mut reply = this.inner.clone().oneshot(call).await?;
+            let mut reply = this.inner.oneshot(call).await?;
             match &reply.verdict {
                 LoginVerdict::NotChecked => {}
                 LoginVerdict::Accepted { account } => {
@@ -130,10 +165,14 @@ where
                         }
                     }
                     // The address becomes trusted by the account, under both its names.
-                    let mut accounts = vec![account.as_str()];
-                    accounts.extend(typed.as_deref().filter(|t| *t != account));
+                    let both = [account.as_str(), typed.as_deref().unwrap_or_default()];
+                    let accounts = if typed.as_deref().is_some_and(|t| t != account) {
+                        &both[..]
+                    } else {
+                        &both[..1]
+                    };
                     let attempt = LoginAttempt {
-                        accounts: &accounts,
+                        accounts,
                         address,
                         password: None,
                     };
@@ -181,13 +220,12 @@ where
 
 /// The keyed digest of the name as typed and the password: never the password itself, and
 /// meaningless without the store's key.
-fn password_digest(key: &DigestKey, account: &str, password: &str) -> Option<PasswordDigest> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).ok()?;
+fn password_digest(mut mac: Hmac<Sha256>, account: &str, password: &str) -> PasswordDigest {
     // The name's length first, so that ("ab", "c") and ("a", "bc") differ.
     mac.update(&(account.len() as u64).to_be_bytes());
     mac.update(account.as_bytes());
     mac.update(password.as_bytes());
-    Some(PasswordDigest(mac.finalize().into_bytes().into()))
+    PasswordDigest(mac.finalize().into_bytes().into())
 }
 
 /// The digest under which a failure that must be checked again is counted: derived from the

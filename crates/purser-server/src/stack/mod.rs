@@ -38,7 +38,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use tower::util::BoxCloneService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::error::{text_response, ApiError, Body, Dialect};
@@ -51,8 +50,21 @@ pub use endpoint::{EndpointSettings, PeerAddr, MAX_BODY};
 /// type keeps the services' bounds simple).
 pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// The whole stack, as every connection calls it.
-pub type HttpService = BoxCloneService<Request<ReqBody>, Response<Body>, Infallible>;
+/// The token services below the HTTP edge: limiter, authentication, issuing.
+type TokenService = limiter::Limiter<authn::Authn<issue::IssueService>>;
+
+/// The token path from telemetry down: one concrete type, so that a request's clone of it is a
+/// few reference counts (no boxed service, no allocation).
+type TokenHttp = telemetry::Telemetry<
+    tower::timeout::Timeout<
+        tower::load_shed::LoadShed<
+            tower::limit::ConcurrencyLimit<endpoint::Endpoint<TokenService>>,
+        >,
+    >,
+>;
+
+/// The whole stack, as every connection calls it (cloned per request: reference counts only).
+pub type HttpService = request_id::RequestIdService<Router>;
 
 /// Token requests handled at once before new ones are shed with 503.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -114,13 +126,11 @@ pub fn build(parts: Parts) -> HttpService {
             readiness: parts.readiness,
             realm,
         }),
-        token: BoxCloneService::new(token_http),
+        token: token_http,
     };
-    BoxCloneService::new(
-        ServiceBuilder::new()
-            .layer(request_id::RequestIdLayer)
-            .service(router),
-    )
+    ServiceBuilder::new()
+        .layer(request_id::RequestIdLayer)
+        .service(router)
 }
 
 struct Routes {
@@ -132,9 +142,9 @@ struct Routes {
 
 /// Sends token paths down the token stack and answers the others itself.
 #[derive(Clone)]
-struct Router {
+pub struct Router {
     routes: Arc<Routes>,
-    token: HttpService,
+    token: TokenHttp,
 }
 
 // === impl Router ===
