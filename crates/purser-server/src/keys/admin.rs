@@ -14,7 +14,7 @@ use super::{
     KeyState, Lifetimes, Manifest,
 };
 use crate::admin::file_update::{self, UpdateError};
-use crate::config::Config;
+use crate::config::{Config, KeyAlg, KeyIdConfig};
 
 /// Why a `purser keys` command did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -53,19 +53,32 @@ impl<'a> Folder<'a> {
         if t.keys_dir.as_os_str().is_empty() {
             return None;
         }
-        let import = t.signing_key_file.exists().then(|| {
-            (
-                t.signing_key_file.as_path(),
-                crate::build::generated_cert_path(config),
-            )
-        });
+        // The certificate beside the key (`purser keygen`, a generated key), unless
+        // `certificate_file` names one: what the registries were given for it.
+        let cert = if t.certificate_file.as_os_str().is_empty() {
+            t.signing_key_file.with_extension("crt")
+        } else {
+            t.certificate_file.clone()
+        };
+        let import = t
+            .signing_key_file
+            .exists()
+            .then_some((t.signing_key_file.as_path(), cert));
         Some(Folder {
             dir: &t.keys_dir,
-            mode: crate::build::key_id_mode(t.key_id),
+            mode: match t.key_id {
+                KeyIdConfig::Libtrust => KeyIdMode::Libtrust,
+                KeyIdConfig::Thumbprint => KeyIdMode::Thumbprint,
+            },
             bundle_file: &t.bundle_file,
             jwks_file: &t.jwks_file,
             lifetimes: Lifetimes::of(config),
-            default_alg: crate::build::alg_of(t.generate_alg),
+            default_alg: match t.generate_alg {
+                KeyAlg::Rs256 => Alg::Rs256,
+                KeyAlg::Es256 => Alg::Es256,
+                KeyAlg::Es384 => Alg::Es384,
+                KeyAlg::Eddsa => Alg::EdDsa,
+            },
             import,
             generate: t.generate_key,
         })

@@ -256,13 +256,14 @@ impl Lifetimes {
     }
 }
 
+/// The clock skew the registry allows on `exp` (`doctor::REGISTRY_LEEWAY`).
+pub const REGISTRY_LEEWAY_SECS: u64 = 60;
+
 /// When no token a key signed can still be valid, once it stopped signing at `deactivated`:
 /// its last access token plus the registry's leeway, or its last refresh token (refresh grants
 /// hand the same token back, so none lives longer than its lifetime from its login).
 pub fn retire_after(deactivated: i64, l: Lifetimes) -> i64 {
-    let access = l
-        .access
-        .saturating_add(crate::doctor::REGISTRY_LEEWAY.as_secs());
+    let access = l.access.saturating_add(REGISTRY_LEEWAY_SECS);
     let longest = access.max(l.refresh);
     deactivated.saturating_add(i64::try_from(longest).unwrap_or(i64::MAX))
 }

@@ -170,6 +170,10 @@ fn refresh_lifetime_zero_retires_after_the_access_lifetime_and_leeway() {
         refresh: 0,
     };
     assert_eq!(retire_after(1000, l), 1000 + 300 + 60);
+    assert_eq!(
+        REGISTRY_LEEWAY_SECS,
+        crate::doctor::REGISTRY_LEEWAY.as_secs()
+    );
     let l = Lifetimes {
         access: 300,
         refresh: 3600,
