@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use data_encoding::BASE64URL_NOPAD;
+use purser_testkit::ops::PROMTOOL;
 use purser_testkit::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -549,4 +550,82 @@ fn the_jwks_file_verifies_the_next_keys_tokens_after_activation_for_registry_3()
         .verify_with_jwks(&doc, ISSUER, SERVICE);
     assert!(p.log_text().contains("reload failed"));
     fs::write(&manifest, good).unwrap();
+}
+
+#[test]
+fn the_signing_key_alerts_fire_on_an_overdue_key_and_a_missing_next_key() {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts.yaml");
+    require_program(PROMTOOL, "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    // p1: overdue (age 200s, every 100s), next key published; p2: in the overlap (age 95s of
+    // 100s, overlap 10s) without a next key; p3: no schedule, old key: nothing.
+    let series = |instance: &str, every: u32, overlap: u32, age: u32, next: u32| {
+        format!(
+            "      - series: 'purser_signing_key_rotation_every_seconds{{instance=\"{instance}\",job=\"purser\"}}'\n        values: '{every}x180'\n      - series: 'purser_signing_key_rotation_overlap_seconds{{instance=\"{instance}\",job=\"purser\"}}'\n        values: '{overlap}x180'\n      - series: 'purser_signing_key_age_seconds{{instance=\"{instance}\",job=\"purser\"}}'\n        values: '{age}x180'\n      - series: 'purser_signing_keys{{instance=\"{instance}\",job=\"purser\",state=\"next\"}}'\n        values: '{next}x180'\n"
+        )
+    };
+    let test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{}{}{}    alert_rule_test:\n      - eval_time: 30m\n        alertname: PurserSigningKeyOverdue\n        exp_alerts: []\n      - eval_time: 2h\n        alertname: PurserSigningKeyOverdue\n        exp_alerts:\n          - exp_labels: {{ severity: warning, instance: p1, job: purser }}\n            exp_annotations:\n              summary: \"the signing key of purser p1 is overdue for rotation\"\n              description: \"The active key has signed for 3m 20s, past token.rotation.every. `purser keys list` shows the folder; the log says why the schedule did not act ('key rotation schedule', 'reload failed').\"\n      - eval_time: 2h\n        alertname: PurserNextSigningKeyMissing\n        exp_alerts:\n          - exp_labels: {{ severity: warning, instance: p2, job: purser }}\n            exp_annotations:\n              summary: \"purser p2 has published no next signing key within the overlap\"\n              description: \"The active key is within token.rotation.overlap of its end and no next key is published: the rotation will activate a key the registries were never given, or not happen. Run `purser keys next` and give the registries the new bundle or JWKS.\"\n",
+        rules.display(),
+        series("p1", 100, 10, 200, 1),
+        series("p2", 100, 10, 95, 0),
+        series("p3", 0, 0, 99999, 0),
+    );
+    let file = dir.path().join("signing-key-alerts.test.yaml");
+    fs::write(&file, test).unwrap();
+    let out = std::process::Command::new(PROMTOOL)
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_reports_a_key_folder_that_does_not_load_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("purser.yaml");
+    fs::write(
+        &config,
+        "token:\n  keys_dir: keyring\n  bundle_file: bundle.crt\n  generate_key: false\n  signing_key_file: missing.pem\n",
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let out = run_purser(&["check-config", "--config", &cfg], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("token.keys_dir") && err.contains("holds no keys"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("keyring").exists(),
+        "a dry run makes no folder"
+    );
+
+    // A folder made by `purser keys`, then broken: named, and nothing rewritten.
+    fs::write(
+        &config,
+        "token:\n  keys_dir: keyring\n  bundle_file: bundle.crt\n",
+    )
+    .unwrap();
+    keys_ok(&config, &["list"]);
+    fs::remove_file(dir.path().join("keyring/key-1.crt")).unwrap();
+    let bundle = fs::read_to_string(dir.path().join("bundle.crt")).unwrap();
+    let out = run_purser(&["check-config", "--config", &cfg], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("token.keys_dir") && err.contains("key-1.crt"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("bundle.crt")).unwrap(),
+        bundle
+    );
 }
