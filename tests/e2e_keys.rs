@@ -628,4 +628,16 @@ fn check_config_reports_a_key_folder_that_does_not_load_and_writes_nothing() {
         fs::read_to_string(dir.path().join("bundle.crt")).unwrap(),
         bundle
     );
+    // Keys the folder replaces are named as unused.
+    fs::write(
+        &config,
+        "token:\n  keys_dir: keyring\n  publish_keys: [old.crt]\n",
+    )
+    .unwrap();
+    let out = run_purser(&["check-config", "--config", &cfg], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token.publish_keys: is not used with token.keys_dir"),
+        "{err}"
+    );
 }

@@ -228,6 +228,20 @@ fn keys(
         )))));
     };
     let key_error = |message: String| BuildError::Key { key: KEY, message };
+    for (key, set) in [
+        (
+            "token.certificate_file",
+            !config.token.certificate_file.as_os_str().is_empty(),
+        ),
+        ("token.publish_keys", !config.token.publish_keys.is_empty()),
+    ] {
+        if set {
+            ctx.doubt(
+                key,
+                "is not used with token.keys_dir: the folder holds each key's certificate and publishes its keys itself".into(),
+            );
+        }
+    }
     let manifest = crate::keys::manifest_path(folder.dir);
     if ctx.mode == Mode::DryRun {
         if manifest.exists() {
