@@ -641,3 +641,100 @@ fn check_config_reports_a_key_folder_that_does_not_load_and_writes_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn two_replicas_sharing_a_key_folder_rotate_once_on_schedule() {
+    // every 60s (the least purser takes), overlap 30s: the next key is made 30s after the
+    // first start and activated 60s after it.
+    let shared = tempfile::tempdir().unwrap();
+    // One configuration for both (the same user hashes, as replicas have).
+    let base = base_config();
+    let config = || {
+        let mut c = base.clone();
+        set_path(&mut c, "token.keys_dir", json!(shared.path().join("keys")));
+        set_path(
+            &mut c,
+            "token.bundle_file",
+            json!(shared.path().join("bundle.crt")),
+        );
+        set_path(
+            &mut c,
+            "token.rotation",
+            json!({ "every": "60s", "overlap": "30s" }),
+        );
+        set_path(&mut c, "token.generate_alg", json!("es256"));
+        c
+    };
+    let one = Purser::start(config(), &[]);
+    let two = Purser::start(config(), &[]);
+    let first = active_kid(&one);
+    assert_eq!(
+        active_kid(&two),
+        first,
+        "the second replica uses the folder the first made"
+    );
+    let rt = docker_login(&one).0;
+
+    let jwks_len = |p: &Purser| {
+        Http::get(&format!("{}/.well-known/jwks.json", p.base_url()))
+            .send()
+            .unwrap()
+            .json()["keys"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "the scheduled next key",
+        || jwks_len(&two) == 2,
+        || two.log_tail(),
+    );
+    assert_eq!(active_kid(&two), first, "published before it signs");
+    assert_eq!(
+        fs::read_to_string(shared.path().join("bundle.crt"))
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
+    wait_until(
+        Duration::from_secs(90),
+        "both replicas sign with the scheduled key",
+        || active_kid(&one) != first && active_kid(&two) != first,
+        || format!("{}\n{}", one.log_tail(), two.log_tail()),
+    );
+    assert_eq!(active_kid(&one), active_kid(&two));
+    let manifest: Value = serde_json::from_str(
+        &fs::read_to_string(shared.path().join("keys/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let states: Vec<(&str, &str)> = manifest["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap(), k["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("key-1", "retiring"), ("key-2", "active")],
+        "each step once"
+    );
+    // A session opened at one replica under the old key goes on at the other.
+    let r = Http::post(&two.token_url())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", "docker"),
+            ("service", SERVICE),
+            ("scope", "repository:alice/app:pull"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = Http::get(&two.metrics_url()).send().unwrap().text();
+    assert_eq!(
+        metric_in(&text, "purser_signing_keys", &[("state", "retiring")]),
+        1.0
+    );
+}
