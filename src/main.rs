@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Signing keys of token.keys_dir: list them, make the next one, activate it, retire the old.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Refuse every refresh token (docker's identity token) of an account issued at or before
     /// TIME, for any backend (token.revocations_file). Password logins still work.
     Revoke {
@@ -138,6 +143,44 @@ enum TokenCommand {
         #[arg(long)]
         file: Option<PathBuf>,
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Each key: name, state, algorithm, key ids (libtrust, thumbprint), created, activated,
+    /// retire after.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Make a key and its certificate in state `next`: published (JWKS, token.bundle_file,
+    /// token.jwks_file), not signing yet.
+    Next {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Default token.generate_alg.
+        #[arg(long, value_enum)]
+        alg: Option<KeygenAlg>,
+    },
+    /// The next key (ID: its name, libtrust id or thumbprint) becomes active; the active one
+    /// becomes retiring. Running servers switch without a restart.
+    Activate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A registry's config.yml that must trust the key first (repeatable).
+        #[arg(long = "registry-config")]
+        registry_configs: Vec<PathBuf>,
+        id: Option<String>,
+    },
+    /// Remove a retiring key once no token it signed can still be valid.
+    Retire {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Retire it now: its refresh tokens stop working (users log in again).
+        #[arg(long)]
+        force: bool,
+        id: String,
     },
 }
 
@@ -337,6 +380,7 @@ fn main() -> ExitCode {
         }
         Command::Policy { command } => policy(command),
         Command::Token { command } => token(command),
+        Command::Keys { command } => keys(command),
         Command::Revoke {
             config,
             file,
@@ -392,6 +436,125 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+fn alg_of(a: KeygenAlg) -> purser_token::Alg {
+    use purser_token::Alg;
+    match a {
+        KeygenAlg::Rs256 => Alg::Rs256,
+        KeygenAlg::Es256 => Alg::Es256,
+        KeygenAlg::Es384 => Alg::Es384,
+        KeygenAlg::Eddsa => Alg::EdDsa,
+    }
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    use purser_server::keys::admin::Folder;
+    let config = match &command {
+        KeysCommand::List { config }
+        | KeysCommand::Next { config, .. }
+        | KeysCommand::Activate { config, .. }
+        | KeysCommand::Retire { config, .. } => config.clone(),
+    };
+    let loaded = match load(config, None, None) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let config = &loaded.config;
+    let Some(folder) = Folder::of(config) else {
+        return fail("token.keys_dir is not set: purser keys works on a key folder; set token.keys_dir (the current signing_key_file becomes its first active key)");
+    };
+    let now = now();
+    match command {
+        KeysCommand::List { .. } => match folder.ensure(now) {
+            Ok(set) => {
+                print!("{}", folder.list_text(&set));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        KeysCommand::Next { alg, .. } => match folder.next(alg.map(alg_of), now) {
+            Ok(name) => {
+                let out = folder.load().ok().and_then(|set| {
+                    set.find(&name).map(|k| {
+                        (
+                            k.ids.clone(),
+                            purser_server::keys::cert_path(folder.dir, &name),
+                        )
+                    })
+                });
+                eprintln!("purser: made {name} (next): published, not signing yet");
+                if let Some((ids, cert)) = out {
+                    println!("name:           {name}");
+                    println!("certificate:    {}", cert.display());
+                    println!("kid libtrust:   {}", ids.libtrust);
+                    println!("kid thumbprint: {}", ids.thumbprint);
+                }
+                eprintln!("purser: next, give every registry the new trust (token.bundle_file or token.jwks_file, or append the certificate), restart them, then run `purser keys activate`");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        KeysCommand::Activate {
+            registry_configs,
+            id,
+            ..
+        } => {
+            let check = |_: &purser_server::keys::KeySet,
+                         key: &purser_server::keys::LoadedKey|
+             -> Result<(), String> {
+                let cert = purser_server::keys::cert_path(folder.dir, &key.entry.name);
+                let mut refusals = Vec::new();
+                for reg in &registry_configs {
+                    let problems = purser_server::doctor::key_trust_problems(
+                        config,
+                        reg,
+                        key.signer.public_key(),
+                        &cert,
+                    );
+                    for f in problems {
+                        refusals.push(format!(
+                            "registry {}: {}: {} -> {}",
+                            reg.display(),
+                            f.check,
+                            f.what,
+                            f.fix
+                        ));
+                    }
+                }
+                if refusals.is_empty() {
+                    return Ok(());
+                }
+                let bundle = if config.token.bundle_file.as_os_str().is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} already holds every published key)",
+                        config.token.bundle_file.display()
+                    )
+                };
+                Err(format!(
+                    "not activating {}: a registry does not trust it yet, and would refuse every token it signs{bundle}:\n  {}",
+                    key.entry.name,
+                    refusals.join("\n  ")
+                ))
+            };
+            match folder.activate(id.as_deref(), now, check) {
+                Ok((new, old)) => {
+                    eprintln!("purser: {new} is active, {old} is retiring; running servers sign with {new} from their next reload (at most a few seconds)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        KeysCommand::Retire { force, id, .. } => match folder.retire(&id, now, force) {
+            Ok(name) => {
+                eprintln!("purser: retired {name}: no longer published; remove it from the registries' trust at their next restart");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
     }
 }
 

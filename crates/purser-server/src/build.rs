@@ -20,6 +20,9 @@ use purser_token::{JwsSigner, KeyIdMode, TokenError};
 use serde_json::Value;
 
 use crate::config::{Config, KeyAlg, KeyIdConfig, Problem};
+use crate::keys::admin::Folder;
+use crate::keys::{KeySet, Published};
+use purser_core::Clock as _;
 
 pub mod ctx;
 use crate::metrics::Metrics;
@@ -199,6 +202,97 @@ fn add_generated_x5c(doc: &mut serde_json::Value, cert: &Path, mode: purser_toke
     }
 }
 
+/// The keys the server signs, verifies and publishes with: the folder of `token.keys_dir`
+/// (watched: a new manifest is loaded whole or not at all), or the one `signing_key_file` with
+/// `publish_keys`.
+fn keys(
+    config: &Config,
+    ctx: &mut Ctx<'_>,
+) -> Result<Option<Arc<Reloadable<Published>>>, BuildError> {
+    const NAME: &str = "keys";
+    const KEY: &str = "token.keys_dir";
+    let Some(folder) = Folder::of(config) else {
+        let signer = signer(config, ctx);
+        let signer = ctx.check(signer)?.flatten();
+        let extra = published_keys(config, ctx)?;
+        let (Some(signer), Some(extra)) = (signer, extra) else {
+            return Ok(None);
+        };
+        let jwks = jwks(config, signer.as_ref(), &extra);
+        let since = std::fs::metadata(&config.token.signing_key_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(purser_authn::tokens::unix_seconds);
+        return Ok(Some(Arc::new(Reloadable::new(Published::single(
+            signer, jwks, since,
+        )))));
+    };
+    let key_error = |message: String| BuildError::Key { key: KEY, message };
+    for (key, set) in [
+        (
+            "token.certificate_file",
+            !config.token.certificate_file.as_os_str().is_empty(),
+        ),
+        ("token.publish_keys", !config.token.publish_keys.is_empty()),
+    ] {
+        if set {
+            ctx.doubt(
+                key,
+                "is not used with token.keys_dir: the folder holds each key's certificate and publishes its keys itself".into(),
+            );
+        }
+    }
+    let manifest = crate::keys::manifest_path(folder.dir);
+    if ctx.mode == Mode::DryRun {
+        if manifest.exists() {
+            let set = folder.load().map_err(|e| key_error(e.to_string()));
+            ctx.check(set)?;
+        } else if folder.import.is_none() && !folder.generate {
+            ctx.check::<()>(Err(key_error(format!(
+                "{} holds no keys and token.generate_key is false: serve would not start",
+                folder.dir.display()
+            ))))?;
+        }
+        return Ok(None);
+    }
+    let now = purser_authn::tokens::unix_seconds(purser_core::SystemClock.wall());
+    ctx.metrics.init_reload_source(NAME);
+    let first = folder.ensure(now).map_err(|e| e.to_string());
+    reload::record(
+        ctx.metrics,
+        NAME,
+        &manifest,
+        &first.as_ref().map(KeySet::summary).map_err(Clone::clone),
+    );
+    let set = first.map_err(key_error)?;
+    warn_if_key_readable(&crate::keys::key_path(folder.dir, &set.active().entry.name));
+    if let Err(e) =
+        crate::keys::publish_files(&config.token.bundle_file, &config.token.jwks_file, &set)
+    {
+        tracing::error!(error = %e, "cannot write the published keys");
+    }
+    let holder = Arc::new(Reloadable::new(set.to_published()));
+    let held = holder.clone();
+    let (dir, mode) = (folder.dir.to_path_buf(), folder.mode);
+    let (bundle_file, jwks_file) = (
+        config.token.bundle_file.clone(),
+        config.token.jwks_file.clone(),
+    );
+    ctx.sources.push(Source {
+        name: NAME,
+        path: manifest,
+        load: Box::new(move |_: &Path| {
+            let set = KeySet::load(&dir, mode)?;
+            held.store(set.to_published());
+            if let Err(e) = crate::keys::publish_files(&bundle_file, &jwks_file, &set) {
+                tracing::error!(error = %e, "cannot write the published keys");
+            }
+            Ok(set.summary())
+        }),
+    });
+    Ok(Some(holder))
+}
+
 /// The certificate store of `server.tls`, when both files are set (validation refuses one
 /// without the other); its first load is recorded like any reload source's, and its files are
 /// two more reload sources.
@@ -363,8 +457,8 @@ const STATE_DOWN: &str = "the shared failed-login store (Redis) does not answer"
 
 /// Everything `serve` runs with, before it binds its listeners.
 pub struct Built {
-    pub signer: Arc<JwsSigner>,
-    pub jwks: Vec<u8>,
+    /// The signing keys and the JWKS, swapped whole when `token.keys_dir` changes.
+    pub keys: Arc<Reloadable<Published>>,
     /// `server.tls`, when set.
     pub tls: Option<Arc<CertStore>>,
     pub chain: Arc<Chain>,
@@ -380,9 +474,7 @@ pub struct Built {
 
 /// Every part, in the order `serve` has always built them. `Ok(None)` only in a dry run.
 fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildError> {
-    let signer = signer(config, ctx);
-    let signer = ctx.check(signer)?.flatten();
-    let extra = published_keys(config, ctx)?;
+    let keys = keys(config, ctx)?;
     let chain = chain(config, ctx)?;
     let policy = policy(config, ctx)?;
     let revocations = revocations(config, ctx)?;
@@ -390,19 +482,11 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     let tls = ctx.check(tls)?;
     let limiter = crate::limiter::build(config, Arc::new(purser_core::SystemClock), ctx.metrics);
     let limiter = ctx.check(limiter)?;
-    let (
-        Some(signer),
-        Some(extra),
-        Some(chain),
-        Some(policy),
-        Some(tls),
-        Some(revocations),
-        Some(limiter),
-    ) = (signer, extra, chain, policy, tls, revocations, limiter)
+    let (Some(keys), Some(chain), Some(policy), Some(tls), Some(revocations), Some(limiter)) =
+        (keys, chain, policy, tls, revocations, limiter)
     else {
         return Ok(None);
     };
-    let jwks = jwks(config, signer.as_ref(), &extra);
     let authorizer = Arc::new(PolicyAuthorizer::new(policy.clone()));
     let readiness = Arc::new(ServerReadiness {
         sources: std::mem::take(&mut ctx.flags),
@@ -414,8 +498,7 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     });
     let limiter = limiter.limiter;
     Ok(Some(Built {
-        signer,
-        jwks,
+        keys,
         tls,
         chain,
         authorizer,

@@ -204,6 +204,39 @@ pub struct TokenConfig {
     /// Revocations written by `purser revoke`: refresh tokens of an account issued at or before
     /// a time are refused. Watched; a missing file revokes nothing. Default empty (off).
     pub revocations_file: PathBuf,
+    /// A key folder (`purser keys`): the keys, their certificates and a manifest of their
+    /// states (next, active, retiring), watched. When set, `signing_key_file`,
+    /// `certificate_file` and `publish_keys` are not used. Default empty (off).
+    pub keys_dir: PathBuf,
+    /// The certificates of every published key of `keys_dir`, rewritten at each change: the
+    /// registry 2.x `rootcertbundle`. Default empty (not written).
+    pub bundle_file: PathBuf,
+    /// The JWKS of every published key of `keys_dir`, rewritten at each change: the registry
+    /// 3.x `jwks` file. Default empty (not written).
+    pub jwks_file: PathBuf,
+    /// A rotation schedule for `keys_dir`. Default: none (keys change only by `purser keys`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationConfig>,
+}
+
+/// `token.rotation`: make the next key `overlap` before the active one is `every` old, and
+/// activate it then.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationConfig {
+    /// The active key's life, from its activation. Default `90d`.
+    pub every: HumanDuration,
+    /// How long the next key is published before it is activated. Default `7d`.
+    pub overlap: HumanDuration,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            every: HumanDuration::secs(90 * 86400),
+            overlap: HumanDuration::secs(7 * 86400),
+        }
+    }
 }
 
 impl Default for TokenConfig {
@@ -220,6 +253,10 @@ impl Default for TokenConfig {
             publish_keys: Vec::new(),
             refresh_lifetime: HumanDuration::secs(30 * 86400),
             revocations_file: PathBuf::new(),
+            keys_dir: PathBuf::new(),
+            bundle_file: PathBuf::new(),
+            jwks_file: PathBuf::new(),
+            rotation: None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod error;
 pub mod forwarded;
 pub mod http;
+pub mod keys;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

@@ -29,6 +29,21 @@ pub const BUILD_INFO: &str = "purser_build_info";
 pub const MACHINE_TOKENS: &str = "purser_machine_tokens";
 pub const MACHINE_TOKEN_EXPIRY: &str = "purser_machine_token_expiry_timestamp_seconds";
 pub const MACHINE_TOKEN_LAST_USED: &str = "purser_machine_token_last_used_timestamp_seconds";
+pub const SIGNING_KEY_AGE: &str = "purser_signing_key_age_seconds";
+pub const SIGNING_KEYS: &str = "purser_signing_keys";
+pub const SIGNING_KEY_ROTATION_EVERY: &str = "purser_signing_key_rotation_every_seconds";
+pub const SIGNING_KEY_ROTATION_OVERLAP: &str = "purser_signing_key_rotation_overlap_seconds";
+
+/// The signing keys now: each key's state and activation time (unix seconds), and the
+/// schedule (`every`, `overlap` in seconds; 0 without one).
+pub struct SigningKeysView {
+    pub keys: Vec<(&'static str, Option<i64>)>,
+    pub every: u64,
+    pub overlap: u64,
+}
+
+/// Reads the keys loaded now, at each scrape.
+pub type SigningKeysSource = Box<dyn Fn() -> SigningKeysView + Send + Sync>;
 
 /// Lists the machine tokens loaded now: each one's name and expiry (unix seconds; `None`
 /// for never).
@@ -316,6 +331,20 @@ impl Metrics {
         }
     }
 
+    /// Exports the signing key gauges, computed at each scrape (the age grows between
+    /// reloads): the active key's age since its activation, the keys by state, the schedule.
+    pub fn export_signing_keys(&self, source: SigningKeysSource) {
+        let descs = SigningKeys::gauges()
+            .map(|g| g.iter().flat_map(|v| v.desc()).cloned().collect())
+            .unwrap_or_default();
+        if let Err(e) = self
+            .registry
+            .register(Box::new(SigningKeys { source, descs }))
+        {
+            tracing::warn!(error = %e, "signing key metrics not exported");
+        }
+    }
+
     /// The Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -323,6 +352,77 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The signing key gauges, made afresh at each scrape.
+struct SigningKeys {
+    source: SigningKeysSource,
+    descs: Vec<Desc>,
+}
+
+impl SigningKeys {
+    fn gauges() -> prometheus::Result<[GaugeVec; 4]> {
+        Ok([
+            GaugeVec::new(
+                Opts::new(
+                    SIGNING_KEY_AGE,
+                    "Seconds since the active signing key was activated.",
+                ),
+                &[],
+            )?,
+            GaugeVec::new(
+                Opts::new(SIGNING_KEYS, "Published signing keys, by state."),
+                &["state"],
+            )?,
+            GaugeVec::new(
+                Opts::new(
+                    SIGNING_KEY_ROTATION_EVERY,
+                    "token.rotation.every in seconds; 0 without a schedule.",
+                ),
+                &[],
+            )?,
+            GaugeVec::new(
+                Opts::new(
+                    SIGNING_KEY_ROTATION_OVERLAP,
+                    "token.rotation.overlap in seconds; 0 without a schedule.",
+                ),
+                &[],
+            )?,
+        ])
+    }
+}
+
+impl Collector for SigningKeys {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok([age, count, every, overlap]) = SigningKeys::gauges() else {
+            return Vec::new();
+        };
+        let now = purser_core::Clock::wall(&purser_core::SystemClock)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let view = (self.source)();
+        for state in ["next", "active", "retiring"] {
+            let n = view.keys.iter().filter(|(s, _)| *s == state).count();
+            count.with_label_values(&[state]).set(n as f64);
+        }
+        if let Some((_, since)) = view.keys.iter().find(|(s, _)| *s == "active") {
+            let since = since.unwrap_or(now);
+            age.with_label_values(&[])
+                .set(now.saturating_sub(since).max(0) as f64);
+        }
+        every.with_label_values(&[]).set(view.every as f64);
+        overlap.with_label_values(&[]).set(view.overlap as f64);
+        let mut out = Vec::new();
+        for g in [age, count, every, overlap] {
+            out.extend(g.collect());
+        }
+        out
     }
 }
 

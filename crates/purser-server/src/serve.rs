@@ -94,10 +94,38 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(registry).map_err(|e| ServeError::Other(format!("metrics: {e}")))?;
     let built = build::server(&config, &metrics)?;
-    let signer = built.signer;
-    let jwks = built.jwks;
+    let keys = built.keys;
     let tls = built.tls;
     let reloader = crate::reload::spawn(built.sources, metrics.clone());
+    let rotation = config
+        .token
+        .rotation
+        .as_ref()
+        .map(|r| crate::keys::schedule::Rotation {
+            every: r.every.as_secs(),
+            overlap: r.overlap.as_secs(),
+        });
+    {
+        let keys = keys.clone();
+        let (every, overlap) = rotation.map(|r| (r.every, r.overlap)).unwrap_or((0, 0));
+        metrics.export_signing_keys(Box::new(move || crate::metrics::SigningKeysView {
+            keys: keys
+                .load()
+                .states
+                .iter()
+                .map(|(s, t)| (s.label(), *t))
+                .collect(),
+            every,
+            overlap,
+        }));
+    }
+    if let Some(r) = rotation {
+        crate::keys::schedule::spawn(
+            Arc::new(config.clone()),
+            r,
+            Arc::new(purser_core::SystemClock),
+        );
+    }
 
     let mut token_paths = vec![config.server.path.clone()];
     if config.server.path != "/auth/token" {
@@ -127,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         authn: stack::authn::AuthnSettings {
             issuer: config.token.issuer.clone(),
             chain: built.chain.clone(),
-            signer: signer.clone(),
+            keys: keys.clone(),
             metrics: metrics.clone(),
             revocations: built.revocations.clone(),
         },
@@ -135,14 +163,14 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             issuer: config.token.issuer.clone(),
             lifetime: config.token.lifetime.0,
             refresh_lifetime: config.token.refresh_lifetime.0,
-            signer: signer.clone(),
+            keys: keys.clone(),
             authorizer: built.authorizer.clone(),
             chain: built.chain.clone(),
             metrics: metrics.clone(),
         },
         metrics: metrics.clone(),
         token_paths,
-        jwks: jwks.into(),
+        keys: keys.clone(),
         readiness: built.readiness.clone(),
         max_in_flight: stack::MAX_IN_FLIGHT,
     });
@@ -179,8 +207,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         scheme = if tls.is_some() { "https" } else { "http" },
         path = %config.server.path,
         issuer = %config.token.issuer,
-        alg = signer.algorithm().as_str(),
-        kid = purser_core::Signer::key_id(signer.as_ref()),
+        alg = purser_core::Signer::alg(&keys.load().ring),
+        kid = purser_core::Signer::key_id(&keys.load().ring),
         "purser serving"
     );
     let acceptor = tls.map(crate::tls::acceptor);

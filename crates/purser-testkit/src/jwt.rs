@@ -37,6 +37,32 @@ impl Jwt {
         }
     }
 
+    /// Verifies the signature with the key of `jwks` (a JWKS document) whose `kid` is the
+    /// header's, as registry 3.x does with its `jwks` file; issuer and audience checked.
+    /// Panics when no key has that `kid` or the signature does not verify.
+    pub fn verify_with_jwks(&self, jwks: &Value, issuer: &str, audience: &str) {
+        let kid = self.header["kid"].as_str().expect("kid");
+        let jwk = jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap_or_else(|| panic!("no key with kid {kid} in the JWKS"));
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(jwk.clone()).expect("a JWK jsonwebtoken reads");
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("a verifying key");
+        let alg: jsonwebtoken::Algorithm = self.header["alg"]
+            .as_str()
+            .expect("alg")
+            .parse()
+            .expect("known alg");
+        let mut v = jsonwebtoken::Validation::new(alg);
+        v.set_issuer(&[issuer]);
+        v.set_audience(&[audience]);
+        jsonwebtoken::decode::<Value>(&self.raw, &key, &v)
+            .unwrap_or_else(|e| panic!("token does not verify with the JWKS key {kid}: {e}"));
+    }
+
     /// Verifies the signature against the public key of the PEM certificate `cert` (extracted
     /// with openssl), with the header's algorithm, issuer and audience checked.
     pub fn verify_with_cert(&self, cert: &Path, issuer: &str, audience: &str) {

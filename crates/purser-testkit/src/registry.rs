@@ -88,19 +88,7 @@ impl Registry {
         let cfg_path = dir.path().join("config.yml");
         fs::write(&cfg_path, config).expect("write registry config");
         let (stdout, stderr, o, e) = log_files(dir.path(), "registry");
-        // The registry reads every REGISTRY_* variable as a config override: give it a clean
-        // environment.
-        let mut cmd = Command::new(DOCKER_REGISTRY);
-        cmd.arg("serve")
-            .arg(&cfg_path)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(o)
-            .stderr(e);
-        let child = cmd.spawn().expect("spawn docker-registry");
+        let child = spawn_registry(dir.path(), o, e);
         let mut r = Registry {
             child,
             dir,
@@ -112,6 +100,28 @@ impl Registry {
             RegistryAuth::None => 200,
             RegistryAuth::Token { .. } => 401,
         };
+        r.wait_ready(expect);
+        r
+    }
+
+    /// Stops the registry and starts it again on the same port, configuration and storage (it
+    /// reads its `rootcertbundle` again), and waits until `GET /v2/` answers `expect` (401 with
+    /// token auth). Its logs are appended to.
+    pub fn restart(&mut self, expect: u16) {
+        kill_child(&mut self.child);
+        let append = |p: &Path| {
+            fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .expect("open registry log")
+        };
+        let (o, e) = (append(&self.stdout), append(&self.stderr));
+        self.child = spawn_registry(self.dir.path(), o, e);
+        self.wait_ready(expect);
+    }
+
+    fn wait_ready(&mut self, expect: u16) {
+        let r = self;
         let url = format!("{}/v2/", r.url());
         let logs = (r.stdout.clone(), r.stderr.clone());
         let mut exited = None;
@@ -133,7 +143,6 @@ impl Registry {
                 registry_context(&r.stdout, &r.stderr)
             );
         }
-        r
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -162,6 +171,22 @@ impl Registry {
     pub fn log_tail(&self) -> String {
         registry_context(&self.stdout, &self.stderr)
     }
+}
+
+/// `docker-registry serve DIR/config.yml` in `dir`. The registry reads every REGISTRY_*
+/// variable as a config override: it gets a clean environment.
+fn spawn_registry(dir: &Path, out: impl Into<Stdio>, err: impl Into<Stdio>) -> Child {
+    let mut cmd = Command::new(DOCKER_REGISTRY);
+    cmd.arg("serve")
+        .arg(dir.join("config.yml"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    cmd.spawn().expect("spawn docker-registry")
 }
 
 pub(crate) fn registry_context(stdout: &Path, stderr: &Path) -> String {

@@ -30,6 +30,7 @@ mod jws;
 mod key;
 mod kid;
 pub mod refresh;
+mod ring;
 
 pub use cert::{
     cert_not_after, cert_public_key, check_cert_matches_key, load_cert_chain, load_cert_chain_file,
@@ -52,3 +53,4 @@ pub use kid::{
     KeyIdMode, KeyIds,
 };
 pub use refresh::{check_refresh, issue_refresh, RefreshClaims, RefreshError, RefreshSubject};
+pub use ring::KeyRing;

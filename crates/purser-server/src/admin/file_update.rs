@@ -77,6 +77,35 @@ pub fn update<T>(
     Ok(out)
 }
 
+/// Like [`update`], then `after` runs with the text written, still under the lock (so that
+/// files derived from this one are written in the same order as it).
+pub fn update_then<T>(
+    path: &Path,
+    change: impl FnOnce(Option<&str>) -> Result<(String, T), UpdateError>,
+    after: impl FnOnce(&str) -> Result<(), UpdateError>,
+) -> Result<T, UpdateError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    let _held = lock(path)?;
+    let old = if path.exists() {
+        Some(purser_fs::read_text(path, MAX_BYTES).map_err(|e| io(path, e))?)
+    } else {
+        None
+    };
+    let (text, out) = change(old.as_deref())?;
+    if old.as_deref() != Some(text.as_str()) {
+        write_atomically(path, &text)?;
+    }
+    after(&text)?;
+    Ok(out)
+}
+
+/// Replaces the whole file under its lock, with a rename.
+pub fn replace(path: &Path, text: &str) -> Result<(), UpdateError> {
+    update(path, |_| Ok((text.to_string(), ())))
+}
+
 /// Reads the file (`None` when it does not exist). No lock is needed: writers rename a whole
 /// file into place, so a reader sees one version or the next.
 pub fn read(path: &Path) -> Result<Option<String>, UpdateError> {

@@ -395,6 +395,9 @@ fn resolve_paths(c: &mut Config, base: &Path) {
     resolve(&mut c.token.signing_key_file, base);
     resolve(&mut c.token.certificate_file, base);
     resolve(&mut c.token.revocations_file, base);
+    resolve(&mut c.token.keys_dir, base);
+    resolve(&mut c.token.bundle_file, base);
+    resolve(&mut c.token.jwks_file, base);
     for key in &mut c.token.publish_keys {
         resolve(key, base);
     }

@@ -193,6 +193,35 @@ impl Config {
                 "must name the signing key file",
             ));
         }
+        if let Some(r) = &t.rotation {
+            if t.keys_dir.as_os_str().is_empty() {
+                p.push(Problem::new(
+                    "token.rotation",
+                    "needs token.keys_dir: only a key folder can rotate",
+                ));
+            }
+            if r.every.as_secs() < 60 || r.overlap.0 >= r.every.0 || r.overlap.0.is_zero() {
+                p.push(Problem::new(
+                    "token.rotation",
+                    format!(
+                        "overlap ({}) must be above 0s and below every ({}), and every at least 60s",
+                        r.overlap, r.every
+                    ),
+                ));
+            }
+        }
+        let keys_dir_only = [
+            ("token.bundle_file", &t.bundle_file),
+            ("token.jwks_file", &t.jwks_file),
+        ];
+        for (key, path) in keys_dir_only {
+            if !path.as_os_str().is_empty() && t.keys_dir.as_os_str().is_empty() {
+                p.push(Problem::new(
+                    key,
+                    "is written from token.keys_dir: set that too, or leave this empty",
+                ));
+            }
+        }
         if t.publish_keys.iter().any(|k| k.as_os_str().is_empty()) {
             p.push(Problem::new(
                 "token.publish_keys",
@@ -285,6 +314,21 @@ mod tests {
         // The memory store ignores the section.
         c.state.backend = StateBackend::Memory;
         assert_eq!(paths(&c), Vec::<String>::new());
+    }
+
+    #[test]
+    fn key_folder_rules() {
+        let mut c = Config::default();
+        c.token.rotation = Some(crate::config::RotationConfig::default());
+        c.token.bundle_file = "bundle.crt".into();
+        assert_eq!(paths(&c), vec!["token.rotation", "token.bundle_file"]);
+        c.token.keys_dir = "keys".into();
+        assert_eq!(paths(&c), Vec::<String>::new());
+        c.token.rotation = Some(crate::config::RotationConfig {
+            every: HumanDuration::secs(86400),
+            overlap: HumanDuration::secs(86400),
+        });
+        assert_eq!(paths(&c), vec!["token.rotation"]);
     }
 
     #[test]

@@ -13,12 +13,95 @@ use super::trust::version_checks;
 use super::{Finding, RegistryToken, RegistryVersion, Status};
 use crate::config::Config;
 
+/// Whether the registry whose config is at `registry_config` trusts `public` (a key of
+/// `token.keys_dir`, certificate `cert_file`) under the key id tokens will carry: the doctor's
+/// key checks for that key alone. Returns the problems, each with its fix; none when trusted.
+pub fn key_trust_problems(
+    config: &Config,
+    registry_config: &std::path::Path,
+    public: &purser_token::PublicKey,
+    cert_file: &std::path::Path,
+) -> Vec<Finding> {
+    let reg = match super::read_registry_config(registry_config, None) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Finding::problem(
+                "registry config",
+                e,
+                "give the registry's config.yml",
+            )]
+        }
+    };
+    let ours = OurKey {
+        public: public.clone(),
+        mode: crate::build::key_id_mode(config.token.key_id),
+        chain: Vec::new(),
+        cert_file: None,
+    };
+    let trust = match load_trust(&reg) {
+        Ok(t) => t,
+        Err(f) => return vec![f],
+    };
+    let versions = match reg.version {
+        Some(v) => vec![v],
+        None => vec![RegistryVersion::V2, RegistryVersion::V3],
+    };
+    let per_version: Vec<Vec<Finding>> = versions
+        .iter()
+        .map(|v| version_checks(*v, &ours, &trust, &reg, cert_file))
+        .collect();
+    // An unknown version is trusted when either version's checks all pass.
+    if per_version
+        .iter()
+        .any(|fs| fs.iter().all(|f| f.status != Status::Problem))
+    {
+        return Vec::new();
+    }
+    per_version
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.status == Status::Problem)
+        .collect()
+}
+
+/// The active key of `token.keys_dir`, as the signing key the checks look at.
+fn keys_dir_active(
+    config: &Config,
+) -> Result<(purser_token::PublicKey, std::path::PathBuf), Finding> {
+    let folder = crate::keys::admin::Folder::of(config).ok_or_else(|| {
+        Finding::problem(
+            "signing key",
+            "token.keys_dir is not set",
+            "set token.keys_dir",
+        )
+    })?;
+    let set = folder.load().map_err(|e| {
+        Finding::problem(
+            "signing key",
+            e.to_string(),
+            "start purser once (it makes the folder's first key), or run `purser keys list`",
+        )
+    })?;
+    let a = set.active();
+    Ok((
+        a.signer.public_key().clone(),
+        crate::keys::cert_path(folder.dir, &a.entry.name),
+    ))
+}
+
 /// purser's signing key (and certificate chain) against what the registry trusts, for the
 /// registry's version or, when unknown, for both; then the certificates' expiry.
 pub(super) fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
     let t = &config.token;
-    let mode = crate::build::key_id_mode(t.key_id);
+    if !t.keys_dir.as_os_str().is_empty() {
+        return match keys_dir_active(config) {
+            Ok((public, cert)) => check_key_with(config, reg, now, public, Vec::new(), None, &cert),
+            Err(f) => vec![f],
+        };
+    }
     // The certificate to name in fixes: the chain file, else the one generated beside the key.
     let cert_hint = crate::build::generated_cert_path(config);
     if !t.signing_key_file.exists() {
@@ -72,6 +155,25 @@ pub(super) fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -
         };
         (chain, Some(t.certificate_file.clone()))
     };
+    out.extend(check_key_with(
+        config, reg, now, public, chain, cert_file, &cert_hint,
+    ));
+    out
+}
+
+/// [`check_key`] for a loaded key.
+fn check_key_with(
+    config: &Config,
+    reg: &RegistryToken,
+    now: SystemTime,
+    public: purser_token::PublicKey,
+    chain: Vec<Vec<u8>>,
+    cert_file: Option<std::path::PathBuf>,
+    cert_hint: &std::path::Path,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let t = &config.token;
+    let mode = crate::build::key_id_mode(t.key_id);
     let ours = OurKey {
         public,
         mode,
@@ -112,7 +214,7 @@ pub(super) fn check_key(config: &Config, reg: &RegistryToken, now: SystemTime) -
     };
     let per_version: Vec<(RegistryVersion, Vec<Finding>)> = versions
         .iter()
-        .map(|v| (*v, version_checks(*v, &ours, &trust, reg, &cert_hint)))
+        .map(|v| (*v, version_checks(*v, &ours, &trust, reg, cert_hint)))
         .collect();
     let unknown = per_version.len() > 1;
     let any_clean = per_version

@@ -57,6 +57,7 @@ mod tests;
 pub use challenge::parse_bearer_challenge;
 pub use client::{http_get, HttpClient, Response};
 pub use clock::parse_http_date;
+pub use keys::key_trust_problems;
 pub use registry_config::{
     parse_env_file, parse_registry_config, read_registry_config, RegistryToken, RegistryVersion,
 };

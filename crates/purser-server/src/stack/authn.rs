@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use purser_authn::cache::AnswerSource;
 use purser_authn::chain::{Chain, ChainDecision};
-use purser_core::{Credentials, Identity, Reloadable, Signer};
+use purser_core::{Credentials, Identity, Reloadable};
 use tower::{Layer, Service, ServiceExt};
 
 use super::call::{Audit, Caller, LoginVerdict, Proof, TokenCall, TokenReply};
@@ -24,8 +24,8 @@ use crate::revocations::Revocations;
 pub struct AuthnSettings {
     pub issuer: String,
     pub chain: Arc<Chain>,
-    /// Verifies refresh tokens (they are signed by the token key).
-    pub signer: Arc<dyn Signer>,
+    /// Verify refresh tokens (signed by the key active then: any published key).
+    pub keys: Arc<Reloadable<crate::keys::Published>>,
     pub metrics: Metrics,
     /// Refresh tokens revoked by `purser revoke`.
     pub revocations: Arc<Reloadable<Revocations>>,
@@ -275,7 +275,7 @@ async fn refresh(
     now: i64,
 ) -> Result<(Identity, Option<&'static str>), (ApiError, Option<String>, LoginVerdict)> {
     let rc = purser_token::check_refresh(
-        settings.signer.as_ref(),
+        &settings.keys.load().ring,
         token,
         &settings.issuer,
         service,

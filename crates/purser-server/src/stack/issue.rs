@@ -20,7 +20,8 @@ pub struct IssueSettings {
     pub issuer: String,
     pub lifetime: Duration,
     pub refresh_lifetime: Duration,
-    pub signer: Arc<dyn Signer>,
+    /// The active key signs; swapped whole at a rotation.
+    pub keys: Arc<purser_core::Reloadable<crate::keys::Published>>,
     pub authorizer: Arc<dyn Authorizer>,
     /// For the credential fingerprint a refresh token carries.
     pub chain: Arc<Chain>,
@@ -139,13 +140,16 @@ impl IssueSettings {
             jti: purser_token::new_jti(),
             access,
         };
-        let token = self.signer.sign(&claims).map_err(|e| {
+        // One key for the whole answer, even if a rotation lands in between.
+        let keys = self.keys.load();
+        let signer = &keys.ring;
+        let token = signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "signing failed");
             ApiError::Internal
         })?;
         self.metrics
             .tokens_issued
-            .with_label_values(&[self.signer.alg(), "access"])
+            .with_label_values(&[signer.alg(), "access"])
             .inc();
 
         // A refresh grant hands back the refresh token it presented: the session it belongs to
@@ -174,20 +178,14 @@ impl IssueSettings {
                     let left = u64::try_from(end.saturating_sub(now)).unwrap_or(0);
                     lifetime = lifetime.min(Duration::from_secs(left));
                 }
-                let rt = purser_token::issue_refresh(
-                    self.signer.as_ref(),
-                    &self.issuer,
-                    who,
-                    lifetime,
-                    now,
-                )
-                .map_err(|e| {
-                    tracing::error!(error = %e, "signing a refresh token failed");
-                    ApiError::Internal
-                })?;
+                let rt = purser_token::issue_refresh(signer, &self.issuer, who, lifetime, now)
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "signing a refresh token failed");
+                        ApiError::Internal
+                    })?;
                 self.metrics
                     .tokens_issued
-                    .with_label_values(&[self.signer.alg(), "refresh"])
+                    .with_label_values(&[signer.alg(), "refresh"])
                     .inc();
                 Some(rt)
             }

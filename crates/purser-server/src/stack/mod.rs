@@ -91,8 +91,8 @@ pub struct Parts {
     pub metrics: Metrics,
     /// The token path and `/auth/token`.
     pub token_paths: Vec<String>,
-    /// The JWKS document.
-    pub jwks: Bytes,
+    /// The keys, whose JWKS document is served.
+    pub keys: Arc<purser_core::Reloadable<crate::keys::Published>>,
     pub readiness: Arc<dyn Readiness>,
     pub max_in_flight: usize,
 }
@@ -122,7 +122,7 @@ pub fn build(parts: Parts) -> HttpService {
     let router = Router {
         routes: Arc::new(Routes {
             token_paths: parts.token_paths,
-            jwks: parts.jwks,
+            keys: parts.keys,
             readiness: parts.readiness,
             realm,
         }),
@@ -135,7 +135,7 @@ pub fn build(parts: Parts) -> HttpService {
 
 struct Routes {
     token_paths: Vec<String>,
-    jwks: Bytes,
+    keys: Arc<purser_core::Reloadable<crate::keys::Published>>,
     readiness: Arc<dyn Readiness>,
     realm: String,
 }
@@ -172,7 +172,7 @@ impl Routes {
     async fn answer(&self, method: &Method, path: &str) -> Response<Body> {
         match (method, path) {
             (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
-                let mut r = Response::new(http_body_util::Full::new(self.jwks.clone()));
+                let mut r = Response::new(http_body_util::Full::new(self.keys.load().jwks.clone()));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
