@@ -38,6 +38,11 @@ impl Connector {
         &self.urls
     }
 
+    /// Whether a connection to `url` is TLS (LDAPS, or StartTLS on `ldap://`).
+    pub(crate) fn uses_tls_for(&self, url: &str) -> bool {
+        url.starts_with("ldaps://") || (self.start_tls && url.starts_with("ldap://"))
+    }
+
     /// Connects to the first URL that answers, in the configured order. The error names the
     /// last URL tried and why it failed.
     pub(crate) async fn connect(&self) -> Result<Ldap, DirectoryError> {

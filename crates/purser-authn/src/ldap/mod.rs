@@ -43,6 +43,7 @@
 //! `Err(BackendError::Unavailable)`, answered with 503 by the server, never a 401.
 
 mod conn;
+pub mod diagnose;
 mod error;
 pub mod escape;
 mod pool;

@@ -108,7 +108,7 @@ impl Default for LdapConfig {
 
 impl LdapConfig {
     /// The backend's settings, secrets already read.
-    fn settings(&self) -> LdapSettings {
+    pub(crate) fn settings(&self) -> LdapSettings {
         LdapSettings {
             urls: self.urls.clone(),
             start_tls: self.start_tls,
