@@ -365,11 +365,12 @@ fn main() -> ExitCode {
             before,
         } => revoke(config, file, &account, before.as_deref()),
         Command::Doctor {
-            command: Some(DoctorCommand::Ldap {
-                config,
-                user,
-                scopes,
-            }),
+            command:
+                Some(DoctorCommand::Ldap {
+                    config,
+                    user,
+                    scopes,
+                }),
             ..
         } => doctor_ldap(config, &user, &scopes),
         Command::Doctor {

@@ -1,10 +1,14 @@
 //! End to end against a real Active Directory: a Samba 4 domain controller provisioned by
-//! `purser_testkit::samba` (one per test binary, shared by the tests), with the two AD
+//! `purser_testkit::samba`, with the two AD
 //! configurations of docs/authentication.md read from the page at test time. Logins by
 //! sAMAccountName (search-then-bind over LDAPS) and by user principal name (direct bind over
 //! StartTLS), direct and nested groups reaching the policy, refusals with AD's reason in the
 //! log, an outage and its recovery; TLS with the certificate Samba generated (its `ca.pem` as
-//! `ca_file`, a leaf whose name is only in its subject CN).
+//! `ca_file`, a leaf whose name is only in its subject CN), and `purser doctor ldap`.
+//!
+//! One domain controller for the binary (provisioning takes about 10 s), owned by the one test
+//! below, which runs the scenarios in order: a static would never be dropped, and the server
+//! would outlive the test binary.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,7 +17,6 @@
 )]
 
 use std::fs;
-use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use purser_testkit::samba::{self, Samba};
@@ -23,21 +26,6 @@ use serde_json::{json, Value};
 const PAGE: &str = "docs/authentication.md";
 const MARK: &str = "<!-- tested by tests/e2e_ad.rs -->";
 
-/// The one domain controller of this binary. The outage test takes it for itself (write);
-/// the others share it (read).
-fn dc() -> &'static RwLock<Samba> {
-    static DC: OnceLock<RwLock<Samba>> = OnceLock::new();
-    DC.get_or_init(|| {
-        let s = Samba::start();
-        eprintln!(
-            "samba AD DC on {} ready in {:.1} s (provision, first start, seed)",
-            s.ip,
-            s.setup_time.as_secs_f64()
-        );
-        RwLock::new(s)
-    })
-}
-
 /// The YAML blocks of the page marked as run by this file, in order: search-then-bind, then
 /// direct bind.
 fn doc_blocks() -> Vec<String> {
@@ -46,7 +34,11 @@ fn doc_blocks() -> Vec<String> {
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         if line.trim() == MARK {
-            assert_eq!(lines.next().map(str::trim), Some("```yaml"), "{MARK} before a yaml block");
+            assert_eq!(
+                lines.next().map(str::trim),
+                Some("```yaml"),
+                "{MARK} before a yaml block"
+            );
             let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
             blocks.push(body.join("\n"));
         }
@@ -110,7 +102,10 @@ fn start(block: &str, urls: &[String], d: &Samba) -> Purser {
 
 fn login(p: &Purser, user: &str, password: &str) -> HttpResponse {
     p.token_get(
-        &[("service", SERVICE), ("scope", "repository:team/app:pull,push")],
+        &[
+            ("service", SERVICE),
+            ("scope", "repository:team/app:pull,push"),
+        ],
         Some((user, password)),
     )
 }
@@ -162,15 +157,57 @@ fn refused_with_reason(p: &Purser, user: &str, password: &str, reason: &str, cod
     assert!(line.contains(r#""backend":"ldap""#), "{line}");
     assert!(line.contains(code), "AD's data code {code}: {line}");
     let audit = last_audit(p);
-    assert_eq!(audit["backend"], "ldap", "the audit record names the backend: {audit}");
+    assert_eq!(
+        audit["backend"], "ldap",
+        "the audit record names the backend: {audit}"
+    );
     assert_eq!(audit["status"], 401);
 }
 
 #[test]
-fn search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate() {
+fn active_directory() {
     let started = Instant::now();
-    let guard = dc().read().unwrap();
-    let d = &*guard;
+    let mut d = Samba::start();
+    eprintln!(
+        "samba AD DC on {} ready in {:.1} s (provision, first start, seed)",
+        d.ip,
+        d.setup_time.as_secs_f64()
+    );
+    let scenarios: [(&str, fn(&mut Samba)); 5] = [
+        (
+            "search-then-bind by sAMAccountName over LDAPS",
+            search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate,
+        ),
+        (
+            "direct bind by UPN over StartTLS",
+            direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups,
+        ),
+        (
+            "a group search finding nothing for a member",
+            a_group_search_finding_nothing_for_a_member_is_logged_as_a_misconfiguration,
+        ),
+        (
+            "doctor ldap",
+            doctor_ldap_walks_the_ad_login_and_names_the_refusal,
+        ),
+        (
+            "outage and recovery",
+            the_directory_stopped_gets_503_and_logins_recover_when_it_returns,
+        ),
+    ];
+    for (name, scenario) in scenarios {
+        let at = Instant::now();
+        scenario(&mut d);
+        eprintln!("{name}: {:.1} s", at.elapsed().as_secs_f64());
+    }
+    eprintln!(
+        "the AD tests: {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate(d: &mut Samba) {
+    let d = &*d;
     let blocks = doc_blocks();
     let p = start(&blocks[0], &[d.ldaps_url()], d);
 
@@ -178,7 +215,11 @@ fn search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate()
     let alice = samba::password_of("alice");
     let r = login(&p, "alice", &alice);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_tail());
-    assert_eq!(team_actions(&r), ["pull", "push"], "engineering (nested) reaches the policy");
+    assert_eq!(
+        team_actions(&r),
+        ["pull", "push"],
+        "engineering (nested) reaches the policy"
+    );
     let (account, groups) = last_groups(&p);
     assert_eq!(account, "alice");
     assert_eq!(groups, ["developers", "engineering"]);
@@ -192,7 +233,13 @@ fn search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate()
     let zoe = samba::password_of("zoë");
     let r = login(&p, "zoë", &zoe);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_tail());
-    assert_eq!(last_groups(&p), ("zoë".to_string(), vec!["developers".to_string(), "engineering".to_string()]));
+    assert_eq!(
+        last_groups(&p),
+        (
+            "zoë".to_string(),
+            vec!["developers".to_string(), "engineering".to_string()]
+        )
+    );
 
     // bob: auditors only, no team access.
     let r = login(&p, "bob", &samba::password_of("bob"));
@@ -215,14 +262,10 @@ fn search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate()
         "password must be changed",
         "773",
     );
-    eprintln!("search-bind test: {:.1} s", started.elapsed().as_secs_f64());
 }
 
-#[test]
-fn direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups() {
-    let started = Instant::now();
-    let guard = dc().read().unwrap();
-    let d = &*guard;
+fn direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups(d: &mut Samba) {
+    let d = &*d;
     let blocks = doc_blocks();
     let p = start(&blocks[1], &[d.ldap_url()], d);
 
@@ -232,7 +275,10 @@ fn direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups
     assert_eq!(team_actions(&r), ["pull", "push"]);
     assert_eq!(
         last_groups(&p),
-        ("alice".to_string(), vec!["developers".to_string(), "engineering".to_string()])
+        (
+            "alice".to_string(),
+            vec!["developers".to_string(), "engineering".to_string()]
+        )
     );
     assert!(
         !p.log_text().contains("likely a misconfiguration"),
@@ -248,13 +294,10 @@ fn direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups
         "533",
     );
     refused_with_reason(&p, "alice@example.test", "wrong", "wrong password", "52e");
-    eprintln!("direct-bind test: {:.1} s", started.elapsed().as_secs_f64());
 }
 
-#[test]
-fn a_group_search_finding_nothing_for_a_member_is_logged_as_a_misconfiguration() {
-    let guard = dc().read().unwrap();
-    let d = &*guard;
+fn a_group_search_finding_nothing_for_a_member_is_logged_as_a_misconfiguration(d: &mut Samba) {
+    let d = &*d;
     let blocks = doc_blocks();
     // The filter of another directory (groupOfNames): AD has no such groups.
     let block = blocks[0].replace(
@@ -275,26 +318,90 @@ fn a_group_search_finding_nothing_for_a_member_is_logged_as_a_misconfiguration()
     );
 }
 
-#[test]
-fn the_directory_stopped_gets_503_and_logins_recover_when_it_returns() {
-    let mut guard = dc().write().unwrap();
+fn the_directory_stopped_gets_503_and_logins_recover_when_it_returns(d: &mut Samba) {
     let blocks = doc_blocks();
-    let p = start(&blocks[0], &[guard.ldaps_url()], &guard);
+    let p = start(&blocks[0], &[d.ldaps_url()], d);
     let alice = samba::password_of("alice");
     assert_eq!(login(&p, "alice", &alice).status, 200);
 
-    guard.stop();
+    d.stop();
     // A password not in the credential cache, so the directory must be asked.
     let r = login(&p, "bob", &samba::password_of("bob"));
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some());
     assert_eq!(last_audit(&p)["backend"], "ldap", "{}", last_audit(&p));
 
-    guard.start_again();
+    d.start_again();
     wait_until(
         Duration::from_secs(60),
         "a login after the directory came back",
         || login(&p, "bob", &samba::password_of("bob")).status == 200,
         || p.log_tail(),
+    );
+}
+
+/// `purser doctor ldap` with the page's search-then-bind block: every step passes with Samba's
+/// certificate (trusted through its subject CN), and a disabled account fails at the user bind
+/// with AD's reason.
+fn doctor_ldap_walks_the_ad_login_and_names_the_refusal(d: &mut Samba) {
+    let d = &*d;
+    let blocks = doc_blocks();
+    let ca = fs::read_to_string(d.ca_file()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("ad-ca.pem", ca.as_str()),
+        ("ad-password", samba::SERVICE_PASSWORD),
+        ("policy.yaml", &policy()),
+    ] {
+        fs::write(dir.path().join(name), content).unwrap();
+    }
+    let cfg = dir.path().join("purser.yaml");
+    fs::write(&cfg, runnable(&blocks[0], &[d.ldaps_url()])).unwrap();
+    let cfg = cfg.display().to_string();
+    let run = |user: &str, password: &str| {
+        let out = run_purser(
+            &[
+                "doctor",
+                "ldap",
+                "--config",
+                &cfg,
+                "--user",
+                user,
+                "--scope",
+                "repository:team/app:push",
+            ],
+            &format!("{password}\n"),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !text.contains(password),
+            "a password in the output:\n{text}"
+        );
+        assert!(
+            !text.contains(samba::SERVICE_PASSWORD),
+            "the service password in the output:\n{text}"
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = run("alice", &samba::password_of("alice"));
+    assert_eq!(code, Some(0), "{text}");
+    for expected in [
+        "no subjectAltName, so its subject CN DC1.example.test was checked against dc1.example.test",
+        "found: CN=alice,CN=Users,DC=example,DC=test",
+        "found: developers, engineering",
+        "repository:team/app:push -> push (rule 5 \"engineering writes team\")",
+    ] {
+        assert!(text.contains(expected), "expected {expected:?}:\n{text}");
+    }
+    let (code, text) = run(samba::DISABLED, &samba::password_of(samba::DISABLED));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("login would FAIL at step: user bind"),
+        "{text}"
+    );
+    assert!(
+        text.contains("account disabled (result code 49, Active Directory data 533)"),
+        "{text}"
     );
 }

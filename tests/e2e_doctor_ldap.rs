@@ -1,5 +1,6 @@
 //! `purser doctor ldap` against a real OpenLDAP directory (`purser_testkit::slapd`, one per
-//! test binary): a good login with the policy's answer for a scope, then one misconfiguration
+//! test: slapd starts in a fraction of a second, and a shared one would outlive the binary, as
+//! statics are never dropped): a good login with the policy's answer for a scope, then one misconfiguration
 //! per test, each named as the failing step with exit 1; the output never holds a password.
 
 #![allow(
@@ -8,20 +9,12 @@
     reason = "test code: a panic is the failure report, and tests may read the real clock"
 )]
 
-use std::sync::OnceLock;
-
 use purser_testkit::slapd::{self, ServerCert, Slapd};
 use purser_testkit::*;
 use serde_json::{json, Value};
 
-fn directory() -> &'static Slapd {
-    static D: OnceLock<Slapd> = OnceLock::new();
-    D.get_or_init(Slapd::start)
-}
-
-/// Search-then-bind with groups, changed by `extra`.
-fn ldap_block(extra: Value) -> Value {
-    let d = directory();
+/// Search-then-bind with groups on `d`, changed by `extra`.
+fn ldap_block(d: &Slapd, extra: Value) -> Value {
     let mut block = merged(
         d.search_bind(),
         json!({
@@ -36,8 +29,18 @@ fn ldap_block(extra: Value) -> Value {
 
 /// Runs `purser doctor ldap --user USER [--scope S]...` with `password` on stdin; returns
 /// (exit code, stdout + stderr).
-fn doctor(ldap: Value, files: &[(&str, &str)], user: &str, password: &str, scopes: &[&str]) -> (i32, String) {
-    let p = Prepared::new(slapd::config_behind_admin(ldap), files, "purser-doctor-ldap-");
+fn doctor(
+    ldap: Value,
+    files: &[(&str, &str)],
+    user: &str,
+    password: &str,
+    scopes: &[&str],
+) -> (i32, String) {
+    let p = Prepared::new(
+        slapd::config_behind_admin(ldap),
+        files,
+        "purser-doctor-ldap-",
+    );
     let cfg = p.cfg_path.display().to_string();
     let mut args = vec!["doctor", "ldap", "--config", &cfg, "--user", user];
     for s in scopes {
@@ -50,7 +53,10 @@ fn doctor(ldap: Value, files: &[(&str, &str)], user: &str, password: &str, scope
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!text.contains(password), "the user's password is in the output:\n{text}");
+    assert!(
+        !text.contains(password),
+        "the user's password is in the output:\n{text}"
+    );
     assert!(
         !text.contains(slapd::SERVICE_PASSWORD),
         "the service password is in the output:\n{text}"
@@ -69,8 +75,9 @@ fn assert_fails_at(code: i32, text: &str, step: &str, detail: &str) {
 
 #[test]
 fn a_good_login_shows_every_step_and_the_policy_and_exits_0() {
+    let d = Slapd::start();
     let (code, text) = doctor(
-        ldap_block(json!({})),
+        ldap_block(&d, json!({})),
         &[],
         "alice",
         &slapd::password_of("alice"),
@@ -96,26 +103,40 @@ fn a_good_login_shows_every_step_and_the_policy_and_exits_0() {
 
 #[test]
 fn the_user_name_is_shown_escaped_in_the_filter() {
-    let (code, text) = doctor(ldap_block(json!({})), &[], "ali*", "whatever-pw", &[]);
+    let d = Slapd::start();
+    let (code, text) = doctor(ldap_block(&d, json!({})), &[], "ali*", "whatever-pw", &[]);
     assert_fails_at(code, &text, "user search", "filter: (uid=ali\\2a)");
 }
 
 #[test]
 fn a_wrong_service_bind_dn_fails_at_the_service_bind() {
+    let d = Slapd::start();
     let (code, text) = doctor(
-        ldap_block(json!({ "bind_dn": "cn=nobody,ou=services,dc=example,dc=org" })),
+        ldap_block(
+            &d,
+            json!({ "bind_dn": "cn=nobody,ou=services,dc=example,dc=org" }),
+        ),
         &[],
         "alice",
         &slapd::password_of("alice"),
         &[],
     );
-    assert_fails_at(code, &text, "service bind", "cn=nobody,ou=services,dc=example,dc=org refused");
+    assert_fails_at(
+        code,
+        &text,
+        "service bind",
+        "cn=nobody,ou=services,dc=example,dc=org refused",
+    );
 }
 
 #[test]
 fn a_filter_finding_nobody_fails_at_the_user_search() {
+    let d = Slapd::start();
     let (code, text) = doctor(
-        ldap_block(json!({ "user_filter": "(&(objectClass=posixAccount)(uid={username}))" })),
+        ldap_block(
+            &d,
+            json!({ "user_filter": "(&(objectClass=posixAccount)(uid={username}))" }),
+        ),
         &[],
         "alice",
         &slapd::password_of("alice"),
@@ -126,15 +147,26 @@ fn a_filter_finding_nobody_fails_at_the_user_search() {
 
 #[test]
 fn a_filter_finding_two_entries_fails_at_the_user_search_listing_them() {
-    let (code, text) = doctor(ldap_block(json!({})), &[], "twin", &slapd::password_of("twin"), &[]);
+    let d = Slapd::start();
+    let (code, text) = doctor(
+        ldap_block(&d, json!({})),
+        &[],
+        "twin",
+        &slapd::password_of("twin"),
+        &[],
+    );
     assert_fails_at(code, &text, "user search", "found: 2 entries");
-    assert!(text.contains("uid=twin,ou=contractors,ou=people,dc=example,dc=org"), "{text}");
+    assert!(
+        text.contains("uid=twin,ou=contractors,ou=people,dc=example,dc=org"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_group_base_finding_nothing_fails_at_the_group_search() {
+    let d = Slapd::start();
     let (code, text) = doctor(
-        ldap_block(json!({ "group_base": "ou=nothing,dc=example,dc=org" })),
+        ldap_block(&d, json!({ "group_base": "ou=nothing,dc=example,dc=org" })),
         &[],
         "alice",
         &slapd::password_of("alice"),
@@ -145,23 +177,43 @@ fn a_group_base_finding_nothing_fails_at_the_group_search() {
 
 #[test]
 fn a_wrong_password_fails_at_the_user_bind() {
-    let (code, text) = doctor(ldap_block(json!({})), &[], "alice", "not-her-password", &[]);
-    assert_fails_at(code, &text, "user bind", "wrong password or no such user (result code 49)");
+    let d = Slapd::start();
+    let (code, text) = doctor(
+        ldap_block(&d, json!({})),
+        &[],
+        "alice",
+        "not-her-password",
+        &[],
+    );
+    assert_fails_at(
+        code,
+        &text,
+        "user bind",
+        "wrong password or no such user (result code 49)",
+    );
 }
 
 #[test]
 fn an_untrusted_certificate_fails_at_connect_with_what_the_certificate_is() {
-    let d = directory();
+    let d = Slapd::start();
     let other = Slapd::start_with(ServerCert::SelfSigned("DNS:localhost"));
     let other_cert = std::fs::read_to_string(other.cert_file()).unwrap();
     let (code, text) = doctor(
-        ldap_block(json!({ "urls": [d.ldaps_url()], "ca_file": "other.pem" })),
+        ldap_block(
+            &d,
+            json!({ "urls": [d.ldaps_url()], "ca_file": "other.pem" }),
+        ),
         &[("other.pem", &other_cert)],
         "alice",
         &slapd::password_of("alice"),
         &[],
     );
-    assert_fails_at(code, &text, &format!("connect {}", d.ldaps_url()), "NOT trusted");
+    assert_fails_at(
+        code,
+        &text,
+        &format!("connect {}", d.ldaps_url()),
+        "NOT trusted",
+    );
     for expected in [
         "certificate subject: CN=127.0.0.1",
         "issuer: CN=purser test CA",
@@ -172,12 +224,18 @@ fn an_untrusted_certificate_fails_at_connect_with_what_the_certificate_is() {
     }
     // The same directory with its CA: trusted, and why.
     let (code, text) = doctor(
-        ldap_block(json!({ "urls": [d.ldaps_url()], "ca_file": d.ca_file() })),
+        ldap_block(
+            &d,
+            json!({ "urls": [d.ldaps_url()], "ca_file": d.ca_file() }),
+        ),
         &[],
         "alice",
         &slapd::password_of("alice"),
         &[],
     );
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("trusted: issued by CN=purser test CA, a CA in authn.ldap.ca_file"), "{text}");
+    assert!(
+        text.contains("trusted: issued by CN=purser test CA, a CA in authn.ldap.ca_file"),
+        "{text}"
+    );
 }

@@ -236,7 +236,11 @@ impl Samba {
         }
         let started = Instant::now();
         while TcpStream::connect_timeout(&(self.ip, 636).into(), Duration::from_secs(1)).is_ok() {
-            assert!(started.elapsed() < DEADLINE, "port 636 of {} still open", self.ip);
+            assert!(
+                started.elapsed() < DEADLINE,
+                "port 636 of {} still open",
+                self.ip
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

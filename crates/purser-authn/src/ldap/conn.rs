@@ -70,7 +70,12 @@ impl Connector {
         let report = report.lock().unwrap_or_else(|e| e.into_inner()).take();
         let result = match (result, &report) {
             // A refused certificate: the verifier's words, not rustls' error code.
-            (Err(_), Some(TlsReport { verdict: Err(why), .. })) => Err(DirectoryError::Tls {
+            (
+                Err(_),
+                Some(TlsReport {
+                    verdict: Err(why), ..
+                }),
+            ) => Err(DirectoryError::Tls {
                 url: url.to_owned(),
                 reason: why.clone(),
             }),

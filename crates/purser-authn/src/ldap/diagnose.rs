@@ -52,7 +52,10 @@ fn step(name: impl Into<String>, ok: bool, lines: Vec<String>) -> Step {
 fn tls_lines(report: &Option<TlsReport>, tls_used: bool) -> Vec<String> {
     match report {
         None if tls_used => vec!["TLS: no certificate was received".into()],
-        None => vec!["TLS: none (plain ldap:// without start_tls: passwords cross the network in clear)".into()],
+        None => vec![
+            "TLS: none (plain ldap:// without start_tls: passwords cross the network in clear)"
+                .into(),
+        ],
         Some(r) => {
             let mut lines = vec![
                 format!("certificate subject: {}", r.subject),
@@ -86,7 +89,12 @@ impl LdapAuthenticator {
         Diagnosis { steps, identity }
     }
 
-    async fn walk(&self, username: &str, password: &str, steps: &mut Vec<Step>) -> Option<Identity> {
+    async fn walk(
+        &self,
+        username: &str,
+        password: &str,
+        steps: &mut Vec<Step>,
+    ) -> Option<Identity> {
         // 1. Every URL, in order: the login uses the first that answers.
         let mut any = false;
         for url in self.connector.urls() {
@@ -112,7 +120,8 @@ impl LdapAuthenticator {
         for s in steps.iter_mut() {
             if !s.ok {
                 s.ok = true;
-                s.lines.push("(a later URL answers: logins fail over to it)".into());
+                s.lines
+                    .push("(a later URL answers: logins fail over to it)".into());
             }
         }
 
@@ -145,7 +154,11 @@ impl LdapAuthenticator {
                         return None;
                     }
                     Err(e) => {
-                        steps.push(step("service bind", false, vec![format!("bind as {dn}: {e}")]));
+                        steps.push(step(
+                            "service bind",
+                            false,
+                            vec![format!("bind as {dn}: {e}")],
+                        ));
                         return None;
                     }
                 }
@@ -163,7 +176,13 @@ impl LdapAuthenticator {
                 format!("filter: {filter}"),
             ];
             let result = self
-                .search_on(&ldap, &self.user_base, &filter, 2, vec![self.account_attribute.as_str(), MEMBER_OF])
+                .search_on(
+                    &ldap,
+                    &self.user_base,
+                    &filter,
+                    2,
+                    vec![self.account_attribute.as_str(), MEMBER_OF],
+                )
                 .await;
             close(ldap).await;
             match result {
@@ -176,7 +195,10 @@ impl LdapAuthenticator {
                     let entries: Vec<UserEntry> =
                         entries.into_iter().map(|e| self.user_entry(e)).collect();
                     if rc == 32 {
-                        lines.push("the base does not exist in the directory: check authn.ldap.user_base".into());
+                        lines.push(
+                            "the base does not exist in the directory: check authn.ldap.user_base"
+                                .into(),
+                        );
                         steps.push(step("user search", false, lines));
                         return None;
                     }
@@ -257,7 +279,11 @@ impl LdapAuthenticator {
                 };
                 match read {
                     Ok(Some(entry)) => {
-                        steps.push(step("user entry", true, vec![format!("read as the user: {}", entry.dn)]));
+                        steps.push(step(
+                            "user entry",
+                            true,
+                            vec![format!("read as the user: {}", entry.dn)],
+                        ));
                         entry
                     }
                     Ok(None) => {
@@ -302,7 +328,11 @@ impl LdapAuthenticator {
 
         // 6. Groups.
         if self.group_base.is_empty() {
-            steps.push(step("group search", true, vec!["no group_base: no groups".into()]));
+            steps.push(step(
+                "group search",
+                true,
+                vec!["no group_base: no groups".into()],
+            ));
             close(ldap).await;
             return Some(Identity::new(account, Vec::new()));
         }
@@ -322,7 +352,13 @@ impl LdapAuthenticator {
             Some(pool) => match self.bind_new(pool.bind_dn(), pool.bind_password()).await {
                 Ok(Ok(service)) => {
                     let r = self
-                        .search_on(&service, &self.group_base, &filter, MAX_GROUPS, vec![self.group_name_attribute.as_str()])
+                        .search_on(
+                            &service,
+                            &self.group_base,
+                            &filter,
+                            MAX_GROUPS,
+                            vec![self.group_name_attribute.as_str()],
+                        )
                         .await;
                     close(service).await;
                     r
@@ -331,8 +367,14 @@ impl LdapAuthenticator {
                 Err(e) => Err(e.to_string()),
             },
             None => {
-                self.search_on(&ldap, &self.group_base, &filter, MAX_GROUPS, vec![self.group_name_attribute.as_str()])
-                    .await
+                self.search_on(
+                    &ldap,
+                    &self.group_base,
+                    &filter,
+                    MAX_GROUPS,
+                    vec![self.group_name_attribute.as_str()],
+                )
+                .await
             }
         };
         close(ldap).await;
@@ -345,7 +387,9 @@ impl LdapAuthenticator {
             }
         };
         if rc == 32 {
-            lines.push("the base does not exist in the directory: check authn.ldap.group_base".into());
+            lines.push(
+                "the base does not exist in the directory: check authn.ldap.group_base".into(),
+            );
             steps.push(step("group search", false, lines));
             return None;
         }

@@ -70,9 +70,9 @@ use tokio::time::timeout;
 
 use self::conn::Connector;
 use self::error::{DirectoryError, NoAccount, Op};
-use self::tls::Trust;
 use self::escape::{dn_value, fill, filter_value};
 use self::pool::Pool;
+use self::tls::Trust;
 
 const BACKEND: BackendName = "ldap";
 
@@ -208,8 +208,8 @@ impl LdapSettings {
             }
         }
 
-        let name_ok = self.tls_server_name.is_empty()
-            || tls::server_name_of(&self.tls_server_name).is_some();
+        let name_ok =
+            self.tls_server_name.is_empty() || tls::server_name_of(&self.tls_server_name).is_some();
         if !name_ok {
             problem(
                 "tls_server_name",
@@ -563,7 +563,12 @@ impl LdapAuthenticator {
                 let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
                 async move {
                     ldap.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
-                        .search(&base, Scope::Subtree, &filter, vec![attr.as_str(), MEMBER_OF])
+                        .search(
+                            &base,
+                            Scope::Subtree,
+                            &filter,
+                            vec![attr.as_str(), MEMBER_OF],
+                        )
                         .await
                 }
             })
@@ -639,7 +644,12 @@ impl LdapAuthenticator {
             let (dn, attr) = (dn.clone(), attr.clone());
             async move {
                 ldap.with_search_options(SearchOptions::new().sizelimit(1).timelimit(limit))
-                    .search(&dn, Scope::Base, "(objectClass=*)", vec![attr.as_str(), MEMBER_OF])
+                    .search(
+                        &dn,
+                        Scope::Base,
+                        "(objectClass=*)",
+                        vec![attr.as_str(), MEMBER_OF],
+                    )
                     .await
             }
         };
@@ -851,20 +861,20 @@ impl LdapAuthenticator {
             Ok(ldap) => ldap,
             Err(refusal) => {
                 tracing::info!(backend = BACKEND, %username, %dn, reason = %refusal, "login refused by the directory");
-            // Name the account when the entry is known, so that failures count against it
-            // whatever the spelling. In direct bind only a service account can read it.
-            let account = match found {
-                Some(entry) => entry.account.ok(),
-                None if self.pool.is_some() => match self.read_user(&dn, None).await {
-                    Ok(entry) => entry.and_then(|e| e.account.ok()),
-                    Err(reason) => {
-                        tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
-                        None
-                    }
-                },
-                None => None,
-            };
-            return Ok(AuthnOutcome::Rejected { account });
+                // Name the account when the entry is known, so that failures count against it
+                // whatever the spelling. In direct bind only a service account can read it.
+                let account = match found {
+                    Some(entry) => entry.account.ok(),
+                    None if self.pool.is_some() => match self.read_user(&dn, None).await {
+                        Ok(entry) => entry.and_then(|e| e.account.ok()),
+                        Err(reason) => {
+                            tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                return Ok(AuthnOutcome::Rejected { account });
             }
         };
         let entry = match found {

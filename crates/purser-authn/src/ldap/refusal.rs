@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn other_directories_read_by_result_code() {
         assert_eq!(r(49, "").reason(), "wrong password or no such user");
-        assert_eq!(r(49, "").to_string(), "wrong password or no such user (result code 49)");
+        assert_eq!(
+            r(49, "").to_string(),
+            "wrong password or no such user (result code 49)"
+        );
         assert_eq!(r(53, "account locked").ad_code(), None);
     }
 }

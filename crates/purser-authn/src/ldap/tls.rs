@@ -24,7 +24,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::error::CaFileError;
@@ -43,7 +45,9 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::CaFile(p) => write!(f, "authn.ldap.ca_file ({})", p.display()),
-            Source::System => f.write_str("the system's trusted roots (authn.ldap.ca_file is empty)"),
+            Source::System => {
+                f.write_str("the system's trusted roots (authn.ldap.ca_file is empty)")
+            }
         }
     }
 }
@@ -77,9 +81,11 @@ impl Trust {
         let server_name = if server_name.is_empty() {
             None
         } else {
-            Some(server_name_of(server_name).ok_or_else(|| CaFileError::ServerName {
-                name: server_name.to_owned(),
-            })?)
+            Some(
+                server_name_of(server_name).ok_or_else(|| CaFileError::ServerName {
+                    name: server_name.to_owned(),
+                })?,
+            )
         };
         let mut roots = RootCertStore::empty();
         let (pinned, source) = if ca_file.as_os_str().is_empty() {
@@ -202,7 +208,12 @@ impl DirectoryVerifier {
         };
         let checked = name_string(name);
         // The exact certificate given in ca_file: its own validity and the name still count.
-        if self.trust.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+        if self
+            .trust
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
             let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
             let valid = x509_parser::time::ASN1Time::from_timestamp(at)
                 .map(|t| d.valid_at(t))
@@ -307,10 +318,22 @@ impl ServerCertVerifier for DirectoryVerifier {
         let name = self.trust.server_name.as_ref().unwrap_or(server_name);
         let (described, verdict) = self.decide(end_entity, intermediates, name, ocsp_response, now);
         let report = TlsReport {
-            subject: described.as_ref().map(|d| d.subject.clone()).unwrap_or_default(),
-            issuer: described.as_ref().map(|d| d.issuer.clone()).unwrap_or_default(),
-            not_before: described.as_ref().map(|d| d.not_before.clone()).unwrap_or_default(),
-            not_after: described.as_ref().map(|d| d.not_after.clone()).unwrap_or_default(),
+            subject: described
+                .as_ref()
+                .map(|d| d.subject.clone())
+                .unwrap_or_default(),
+            issuer: described
+                .as_ref()
+                .map(|d| d.issuer.clone())
+                .unwrap_or_default(),
+            not_before: described
+                .as_ref()
+                .map(|d| d.not_before.clone())
+                .unwrap_or_default(),
+            not_after: described
+                .as_ref()
+                .map(|d| d.not_after.clone())
+                .unwrap_or_default(),
             names: described.map(|d| d.names).unwrap_or_default(),
             checked_name: name_string(name),
             verdict: verdict.clone(),
@@ -442,7 +465,11 @@ impl Described {
         } else {
             self.names.join(", ")
         };
-        let whence = if self.has_san { "subjectAltName" } else { "subject CN, no subjectAltName" };
+        let whence = if self.has_san {
+            "subjectAltName"
+        } else {
+            "subject CN, no subjectAltName"
+        };
         format!(
             "the directory's certificate (subject {}) is for {names} ({whence}), not for {checked}: put one of these names in the URL, or set authn.ldap.tls_server_name to it",
             self.subject
