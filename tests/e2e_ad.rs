@@ -175,7 +175,7 @@ fn active_directory() {
         d.ip,
         d.setup_time.as_secs_f64()
     );
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         (
             "search-then-bind by sAMAccountName over LDAPS",
             search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate,
@@ -183,6 +183,10 @@ fn active_directory() {
         (
             "direct bind by UPN over StartTLS",
             direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups,
+        ),
+        (
+            "each mode over the other transport",
+            each_mode_over_the_other_transport,
         ),
         (
             "a group search finding nothing for a member",
@@ -296,6 +300,43 @@ fn direct_bind_by_user_principal_name_over_starttls_reads_the_real_dn_for_groups
         "533",
     );
     refused_with_reason(&p, "alice@example.test", "wrong", "wrong password", "52e");
+}
+
+/// Search-then-bind over StartTLS and direct bind over LDAPS: the same logins and groups.
+fn each_mode_over_the_other_transport(d: &mut Samba) {
+    let d = &*d;
+    let blocks = doc_blocks();
+    let search_starttls = blocks[0].replace("    ca_file:", "    start_tls: true\n    ca_file:");
+    let direct_ldaps = blocks[1].replace("    start_tls: true\n", "");
+    assert_ne!(search_starttls, blocks[0]);
+    assert_ne!(direct_ldaps, blocks[1]);
+    for (what, block, urls, user) in [
+        (
+            "search-then-bind over StartTLS",
+            &search_starttls,
+            vec![d.ldap_url()],
+            "alice",
+        ),
+        (
+            "direct bind over LDAPS",
+            &direct_ldaps,
+            vec![d.ldaps_url()],
+            "alice@example.test",
+        ),
+    ] {
+        let p = start(block, &urls, d);
+        let r = login(&p, user, &samba::password_of("alice"));
+        assert_eq!(r.status, 200, "{what}: {}\n{}", r.text(), p.log_tail());
+        assert_eq!(team_actions(&r), ["pull", "push"], "{what}");
+        assert_eq!(
+            last_groups(&p),
+            (
+                "alice".to_string(),
+                vec!["developers".to_string(), "engineering".to_string()]
+            ),
+            "{what}"
+        );
+    }
 }
 
 fn a_group_search_finding_nothing_for_a_member_is_logged_as_a_misconfiguration(d: &mut Samba) {
