@@ -488,3 +488,202 @@ fn ip_string(bytes: &[u8]) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("the openssl command (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA (`ca.pem`) and a leaf it signed (`leaf.pem`) whose extensions are `ext`.
+    fn ca_and_leaf(dir: &Path, ext: &str) {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(dir, &ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-subj",
+            "/CN=ldap.example.test",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ]);
+        openssl(dir, &csr);
+        std::fs::write(dir.join("leaf.ext"), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "7",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "leaf.pem",
+            ],
+        );
+    }
+
+    fn der(path: &Path) -> CertificateDer<'static> {
+        let text = std::fs::read(path).unwrap();
+        CertificateDer::from(pem::parse(text).unwrap().contents().to_vec())
+    }
+
+    /// The verdict on `leaf` for `name` at `now` (seconds from now).
+    fn verdict(trust: Trust, leaf: &Path, name: &str, from_now: u64) -> Result<String, String> {
+        let report = Arc::new(Mutex::new(None));
+        let verifier = DirectoryVerifier {
+            trust: Arc::new(trust),
+            report: report.clone(),
+        };
+        use purser_core::Clock;
+        let wall = purser_core::SystemClock
+            .wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let now = UnixTime::since_unix_epoch(wall + Duration::from_secs(from_now));
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let result = verifier.verify_server_cert(&der(leaf), &[], &name, &[], now);
+        let got = report.lock().unwrap().clone().unwrap().verdict;
+        assert_eq!(result.is_ok(), got.is_ok());
+        got
+    }
+
+    #[test]
+    fn a_leaf_without_subject_alt_name_is_checked_against_its_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        ca_and_leaf(
+            dir.path(),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        );
+        let trust = || Trust::new(&dir.path().join("ca.pem"), "").unwrap();
+        let leaf = dir.path().join("leaf.pem");
+        let ok = verdict(trust(), &leaf, "LDAP.example.test", 0).unwrap();
+        assert!(ok.contains("subject CN ldap.example.test"), "{ok}");
+        let no = verdict(trust(), &leaf, "other.example.test", 0).unwrap_err();
+        assert!(
+            no.contains("is for ldap.example.test (subject CN, no subjectAltName), not for other.example.test"),
+            "{no}"
+        );
+        // Chain and validity still count: three days on, it has expired.
+        let expired = verdict(trust(), &leaf, "ldap.example.test", 3 * 86400).unwrap_err();
+        assert!(expired.contains("expired on"), "{expired}");
+    }
+
+    #[test]
+    fn a_leaf_with_subject_alt_name_is_not_checked_against_its_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        ca_and_leaf(
+            dir.path(),
+            "subjectAltName=DNS:dc1.example.test,IP:127.0.0.9\n",
+        );
+        let trust = || Trust::new(&dir.path().join("ca.pem"), "").unwrap();
+        let leaf = dir.path().join("leaf.pem");
+        assert!(verdict(trust(), &leaf, "dc1.example.test", 0).is_ok());
+        assert!(verdict(trust(), &leaf, "127.0.0.9", 0).is_ok());
+        let no = verdict(trust(), &leaf, "ldap.example.test", 0).unwrap_err();
+        assert!(
+            no.contains("is for dc1.example.test, 127.0.0.9 (subjectAltName)"),
+            "{no}"
+        );
+        // tls_server_name replaces the URL's host.
+        let renamed = Trust::new(&dir.path().join("ca.pem"), "dc1.example.test").unwrap();
+        assert!(verdict(renamed, &leaf, "127.0.0.1", 0).is_ok());
+    }
+
+    #[test]
+    fn a_pinned_certificate_keeps_its_validity_period_and_names() {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=self",
+                "-addext",
+                "subjectAltName=DNS:self.example.test",
+                "-keyout",
+                "self.key",
+                "-out",
+                "self.pem",
+            ],
+        );
+        let cert = dir.path().join("self.pem");
+        let trust = || Trust::new(&cert, "").unwrap();
+        let ok = verdict(trust(), &cert, "self.example.test", 0).unwrap();
+        assert!(ok.contains("this exact certificate"), "{ok}");
+        let late = verdict(trust(), &cert, "self.example.test", 3 * 86400).unwrap_err();
+        assert!(late.contains("outside its validity period"), "{late}");
+        let name = verdict(trust(), &cert, "other.example.test", 0).unwrap_err();
+        assert!(name.contains("self.example.test"), "{name}");
+    }
+
+    #[test]
+    fn wildcards_stand_for_one_label() {
+        let d = Described {
+            subject: String::new(),
+            issuer: String::new(),
+            not_before: String::new(),
+            not_after: String::new(),
+            not_before_ts: 0,
+            not_after_ts: 0,
+            has_san: true,
+            is_ca: false,
+            names: vec!["*.example.test".into()],
+        };
+        assert!(d.matches("dc1.example.test"));
+        assert!(!d.matches("a.dc1.example.test"));
+        assert!(!d.matches("example.test"));
+    }
+}
