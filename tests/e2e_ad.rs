@@ -175,7 +175,7 @@ fn active_directory() {
         d.ip,
         d.setup_time.as_secs_f64()
     );
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         (
             "search-then-bind by sAMAccountName over LDAPS",
             search_bind_by_sam_account_name_over_ldaps_with_samba_generated_certificate,
@@ -187,6 +187,10 @@ fn active_directory() {
         (
             "each mode over the other transport",
             each_mode_over_the_other_transport,
+        ),
+        (
+            "a refresh grant after a direct bind by UPN",
+            a_refresh_grant_after_a_direct_bind_by_upn_finds_the_account,
         ),
         (
             "a group search finding nothing for a member",
@@ -337,6 +341,49 @@ fn each_mode_over_the_other_transport(d: &mut Samba) {
             "{what}"
         );
     }
+}
+
+/// Direct bind by UPN with a service account: a refresh grant looks the account (`alice`, not
+/// the UPN typed) up again, by its sAMAccountName, and gets its groups.
+fn a_refresh_grant_after_a_direct_bind_by_upn_finds_the_account(d: &mut Samba) {
+    let d = &*d;
+    let blocks = doc_blocks();
+    let block = blocks[1].replace(
+        "    user_dn:",
+        &format!(
+            "    bind_dn: \"{}\"\n    bind_password_file: \"ad-password\"\n    user_dn:",
+            samba::SERVICE_UPN
+        ),
+    );
+    assert_ne!(block, blocks[1]);
+    let p = start(&block, &[d.ldap_url()], d);
+    let form = |grant: &[(&str, &str)]| {
+        let mut f = vec![
+            ("service", SERVICE),
+            ("client_id", "e2e"),
+            ("scope", "repository:team/app:pull,push"),
+            ("access_type", "offline"),
+        ];
+        f.extend_from_slice(grant);
+        Http::post(&p.token_url()).form(&f).send().expect("POST")
+    };
+    let alice = samba::password_of("alice");
+    let r = form(&[
+        ("grant_type", "password"),
+        ("username", "alice@example.test"),
+        ("password", &alice),
+    ]);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_tail());
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let r = form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_tail());
+    assert_eq!(
+        last_groups(&p),
+        (
+            "alice".to_string(),
+            vec!["developers".to_string(), "engineering".to_string()]
+        )
+    );
 }
 
 fn a_group_search_finding_nothing_for_a_member_is_logged_as_a_misconfiguration(d: &mut Samba) {

@@ -555,6 +555,12 @@ impl LdapAuthenticator {
     /// Searches `user_base` for the one entry of `username`, on the service pool.
     async fn find_user(&self, username: &str) -> Result<Found, DirectoryError> {
         let filter = fill(&self.user_filter, &[("username", &filter_value(username))]);
+        self.find_by(&filter).await
+    }
+
+    /// Searches `user_base` with `filter` for one entry, on the service pool.
+    async fn find_by(&self, filter: &str) -> Result<Found, DirectoryError> {
+        let filter = filter.to_string();
         let base = self.user_base.clone();
         let attr = self.account_attribute.clone();
         let limit = self.server_time_limit();
@@ -865,7 +871,14 @@ impl LdapAuthenticator {
                 // whatever the spelling. In direct bind only a service account can read it.
                 let account = match found {
                     Some(entry) => entry.account.ok(),
-                    None if self.pool.is_some() => match self.read_user(&dn, None).await {
+                    None if self.pool.is_some() => match if is_dn_template(&self.user_dn) {
+                        self.read_user(&dn, None).await
+                    } else {
+                        self.find_user(username).await.map(|found| match found {
+                            Found::One(entry) => Some(entry),
+                            _ => None,
+                        })
+                    } {
                         Ok(entry) => entry.and_then(|e| e.account.ok()),
                         Err(reason) => {
                             tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
@@ -931,10 +944,18 @@ impl LdapAuthenticator {
                     return Ok(None);
                 }
             }
-        } else {
+        } else if is_dn_template(&self.user_dn) {
             match self.read_user(&self.direct_dn(account), None).await? {
                 Some(entry) => entry,
                 None => return Ok(None),
+            }
+        } else {
+            // The bind name (a UPN) is not the account: the entry is the one whose account
+            // attribute is the account.
+            let filter = format!("({}={})", self.account_attribute, filter_value(account));
+            match self.find_by(&filter).await? {
+                Found::One(entry) => entry,
+                _ => return Ok(None),
             }
         };
         let name = match entry.account.clone() {
