@@ -272,11 +272,7 @@ impl LdapAuthenticator {
         let entry = match found {
             Some(entry) => entry,
             None => {
-                let read = if is_dn_template(&self.user_dn) {
-                    self.read_user(&dn, Some(&ldap)).await
-                } else {
-                    self.search_own(username, &ldap).await
-                };
+                let read = self.direct_entry(username, &dn, Some(&ldap)).await;
                 match read {
                     Ok(Some(entry)) => {
                         steps.push(step(

@@ -679,6 +679,27 @@ impl LdapAuthenticator {
         }
     }
 
+    /// The entry of a direct-bind login: read at its DN, or, for a bind name that is no DN,
+    /// found under `user_base` with `user_filter`; on `bound` (the user's own connection) or
+    /// else on the service pool.
+    async fn direct_entry(
+        &self,
+        username: &str,
+        dn: &str,
+        bound: Option<&Ldap>,
+    ) -> Result<Option<UserEntry>, DirectoryError> {
+        if is_dn_template(&self.user_dn) {
+            return self.read_user(dn, bound).await;
+        }
+        match bound {
+            Some(ldap) => self.search_own(username, ldap).await,
+            None => Ok(match self.find_user(username).await? {
+                Found::One(entry) => Some(entry),
+                _ => None,
+            }),
+        }
+    }
+
     /// After a direct bind with a name that is no DN (`alice@example.org`): the user's own
     /// entry, found under `user_base` with `user_filter` on the user's own connection.
     async fn search_own(
@@ -871,20 +892,15 @@ impl LdapAuthenticator {
                 // whatever the spelling. In direct bind only a service account can read it.
                 let account = match found {
                     Some(entry) => entry.account.ok(),
-                    None if self.pool.is_some() => match if is_dn_template(&self.user_dn) {
-                        self.read_user(&dn, None).await
-                    } else {
-                        self.find_user(username).await.map(|found| match found {
-                            Found::One(entry) => Some(entry),
-                            _ => None,
-                        })
-                    } {
-                        Ok(entry) => entry.and_then(|e| e.account.ok()),
-                        Err(reason) => {
-                            tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
-                            None
+                    None if self.pool.is_some() => {
+                        match self.direct_entry(username, &dn, None).await {
+                            Ok(entry) => entry.and_then(|e| e.account.ok()),
+                            Err(reason) => {
+                                tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
+                                None
+                            }
                         }
-                    },
+                    }
                     None => None,
                 };
                 return Ok(AuthnOutcome::Rejected { account });
@@ -896,11 +912,7 @@ impl LdapAuthenticator {
             // and its DN as the directory spells it (for a bind name that is no DN, such as
             // Active Directory's user@domain, the entry is searched for: the group filter's
             // {dn} must be the entry's DN).
-            None => match if is_dn_template(&self.user_dn) {
-                self.read_user(&dn, Some(&ldap)).await
-            } else {
-                self.search_own(username, &ldap).await
-            } {
+            None => match self.direct_entry(username, &dn, Some(&ldap)).await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => UserEntry {
                     dn: dn.clone(),
