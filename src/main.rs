@@ -51,12 +51,16 @@ enum Command {
         out: PathBuf,
     },
     /// Check that a registry's config and purser's agree; with --registry, try the exchange once.
+    /// `purser doctor ldap` walks one LDAP login through every step.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Doctor {
+        #[command(subcommand)]
+        command: Option<DoctorCommand>,
         #[arg(long)]
         config: Option<PathBuf>,
         /// The registry's config.yml.
-        #[arg(long)]
-        registry_config: PathBuf,
+        #[arg(long, required = true)]
+        registry_config: Option<PathBuf>,
         /// An env file (KEY=VALUE lines) whose REGISTRY_AUTH_TOKEN_* override the registry config.
         #[arg(long)]
         registry_env: Option<PathBuf>,
@@ -188,6 +192,23 @@ enum KeysCommand {
 enum ListFormat {
     Text,
     Json,
+}
+
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// Walk one login through the LDAP backend, step by step (the password from stdin, or a
+    /// prompt on a terminal); with --scope, what the policy grants that identity. Exit 0 when
+    /// the login would succeed, 1 naming the failing step.
+    Ldap {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The user name, as typed at `docker login`.
+        #[arg(long)]
+        user: String,
+        /// A scope to decide for the identity found (`repository:NAME:ACTIONS`); repeatable.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -388,12 +409,25 @@ fn main() -> ExitCode {
             before,
         } => revoke(config, file, &account, before.as_deref()),
         Command::Doctor {
+            command:
+                Some(DoctorCommand::Ldap {
+                    config,
+                    user,
+                    scopes,
+                }),
+            ..
+        } => doctor_ldap(config, &user, &scopes),
+        Command::Doctor {
+            command: None,
             config,
             registry_config,
             registry_env,
             registry,
             user,
         } => {
+            let Some(registry_config) = registry_config else {
+                return fail("--registry-config is required");
+            };
             let loaded = match load(config, None, None) {
                 Ok(l) => l,
                 Err(code) => return code,
@@ -555,6 +589,34 @@ fn keys(command: KeysCommand) -> ExitCode {
             }
             Err(e) => fail(e),
         },
+    }
+}
+
+/// `purser doctor ldap`: the report on stdout, exit 1 naming the failing step.
+fn doctor_ldap(config: Option<PathBuf>, user: &str, scopes: &[String]) -> ExitCode {
+    let loaded = match load(config, None, None) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Password for {user}: ")).map_err(|e| e.to_string())
+    } else {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map(|_| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| e.to_string())
+    };
+    let password = match password {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot read the password: {e}")),
+    };
+    let (report, ok) = purser_server::doctor::ldap::ldap(&loaded.config, user, &password, scopes);
+    print!("{report}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -295,6 +295,15 @@ fn every_token_request_leaves_one_audit_record_without_secrets() {
     let rec = audit_after(&p, before);
     assert_eq!(rec["account"], "alice");
     assert_eq!(rec["outcome"], "unauthorized");
+    assert_eq!(rec["backend"], "static", "the backend that refused: {rec}");
+    assert!(
+        p.log_text().lines().any(|l| l.contains("login refused")
+            && l.contains(r#""backend":"static""#)
+            && l.contains("wrong password")
+            && l.contains(r#""level":"INFO""#)),
+        "the refusal and its reason at info: {}",
+        p.log_tail()
+    );
     assert_eq!(
         scopes_of(&rec),
         Vec::<Value>::new(),

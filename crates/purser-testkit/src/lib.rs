@@ -19,6 +19,7 @@
 //!
 //! One module per concern. The everyday ones are re-exported here, so a test says
 //! `use purser_testkit::*;`; the specialised ones are used by path: [`slapd`] (OpenLDAP),
+//! [`samba`] (Active Directory: a Samba domain controller),
 //! [`redis`] (a throwaway redis-server),
 //! [`clients`] (docker, containerd, podman, buildah and the host guard), [`ops`] (TLS, signals,
 //! JSON logs) and [`policy`] (live policy edits, the request loop, `policy explain` output).
@@ -47,6 +48,7 @@ pub mod process;
 pub mod purser;
 pub mod redis;
 pub mod registry;
+pub mod samba;
 pub mod skopeo;
 pub mod slapd;
 pub mod stack;

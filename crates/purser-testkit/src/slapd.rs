@@ -64,6 +64,16 @@ pub fn numbered_users() -> Vec<String> {
     (1..=20).map(|i| format!("user{i:02}")).collect()
 }
 
+/// The certificate slapd presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerCert {
+    /// Signed by a test CA (`ca.pem`), for `IP:127.0.0.1, DNS:localhost`.
+    SignedByCa,
+    /// Self-signed as `openssl req -x509` makes it (CA:TRUE by default) with this
+    /// subjectAltName (e.g. `DNS:ldap.other.test`); `ca.pem` is then the certificate itself.
+    SelfSigned(&'static str),
+}
+
 /// A running slapd (see the module's documentation), killed on drop.
 pub struct Slapd {
     dir: tempfile::TempDir,
@@ -77,6 +87,11 @@ pub struct Slapd {
 impl Slapd {
     /// Prepares and starts a server; panics with the reason when it cannot.
     pub fn start() -> Slapd {
+        Slapd::start_with(ServerCert::SignedByCa)
+    }
+
+    /// As [`Slapd::start`], presenting the certificate `cert`.
+    pub fn start_with(cert: ServerCert) -> Slapd {
         assert!(
             Path::new(SLAPD).exists(),
             "{SLAPD} not found: the LDAP tests need OpenLDAP's server (apt-get install slapd ldap-utils)"
@@ -84,7 +99,10 @@ impl Slapd {
         let dir = tempfile::tempdir().expect("temporary folder");
         let root = dir.path();
         fs::create_dir(root.join("data")).unwrap();
-        make_certificates(root);
+        match cert {
+            ServerCert::SignedByCa => make_certificates(root),
+            ServerCert::SelfSigned(san) => make_self_signed(root, san),
+        }
         fs::write(root.join("slapd.conf"), config(root)).unwrap();
         fs::write(root.join("seed.ldif"), seed()).unwrap();
         run(
@@ -130,6 +148,11 @@ impl Slapd {
     /// The PEM file of the CA that signed the server's certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// The server's own certificate (PEM).
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
     }
 
     /// The server's log file.
@@ -329,6 +352,31 @@ fn make_certificates(root: &Path) {
             .arg(p("server.pem")),
         "openssl (server certificate)",
     );
+}
+
+/// A self-signed server certificate as `openssl req -x509` makes it (its defaults add
+/// `basicConstraints=CA:TRUE`), with subjectAltName `san`; `ca.pem` is a copy.
+fn make_self_signed(root: &Path, san: &str) {
+    let p = |name: &str| root.join(name);
+    run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=ldap self-signed"])
+            .args(["-addext", &format!("subjectAltName={san}")])
+            .arg("-keyout")
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.pem")),
+        "openssl (self-signed server certificate)",
+    );
+    fs::copy(p("server.pem"), p("ca.pem")).unwrap();
 }
 
 fn config(root: &Path) -> String {

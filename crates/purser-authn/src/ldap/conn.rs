@@ -1,25 +1,21 @@
 //! Opening connections to the directory: URL failover, StartTLS / LDAPS, the trusted CA,
 //! and the time bound on connecting.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
-use rustls::{Certificate, ClientConfig, RootCertStore};
 use tokio::time::timeout;
 
-use super::error::{CaFileError, DirectoryError};
-
-/// Largest `ca_file` read (a bundle of every public CA is about 200 KiB).
-const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+use super::error::DirectoryError;
+use super::tls::{TlsReport, Trust};
 
 /// Everything needed to open a connection, shared by the service pool and the user binds.
 pub(crate) struct Connector {
     urls: Vec<String>,
     start_tls: bool,
-    /// `None`: ldap3's default configuration, which trusts the system's roots.
-    tls: Option<Arc<ClientConfig>>,
+    /// Present when a URL is `ldaps://` or `start_tls` is on.
+    trust: Option<Arc<Trust>>,
     timeout: Duration,
 }
 
@@ -27,15 +23,24 @@ impl Connector {
     pub(crate) fn new(
         urls: Vec<String>,
         start_tls: bool,
-        tls: Option<Arc<ClientConfig>>,
+        trust: Option<Arc<Trust>>,
         timeout: Duration,
     ) -> Self {
         Connector {
             urls,
             start_tls,
-            tls,
+            trust,
             timeout,
         }
+    }
+
+    pub(crate) fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Whether a connection to `url` is TLS (LDAPS, or StartTLS on `ldap://`).
+    pub(crate) fn uses_tls_for(&self, url: &str) -> bool {
+        url.starts_with("ldaps://") || (self.start_tls && url.starts_with("ldap://"))
     }
 
     /// Connects to the first URL that answers, in the configured order. The error names the
@@ -43,7 +48,7 @@ impl Connector {
     pub(crate) async fn connect(&self) -> Result<Ldap, DirectoryError> {
         let mut last = DirectoryError::NoUrl;
         for url in &self.urls {
-            match self.connect_one(url).await {
+            match self.connect_one(url).await.0 {
                 Ok(ldap) => return Ok(ldap),
                 Err(e) => {
                     tracing::debug!(backend = "ldap", %url, error = %e, "cannot connect to the directory");
@@ -54,14 +59,49 @@ impl Connector {
         Err(last)
     }
 
-    async fn connect_one(&self, url: &str) -> Result<Ldap, DirectoryError> {
+    /// Connects to `url`, and tells what TLS saw of the directory's certificate (`None`: no TLS,
+    /// or no certificate reached the verifier).
+    pub(crate) async fn connect_one(
+        &self,
+        url: &str,
+    ) -> (Result<Ldap, DirectoryError>, Option<TlsReport>) {
+        let report = Arc::new(Mutex::new(None));
+        let result = self.open(url, report.clone()).await;
+        let report = report.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let result = match (result, &report) {
+            // A refused certificate: the verifier's words, not rustls' error code.
+            (
+                Err(_),
+                Some(TlsReport {
+                    verdict: Err(why), ..
+                }),
+            ) => Err(DirectoryError::Tls {
+                url: url.to_owned(),
+                reason: why.clone(),
+            }),
+            (r, _) => r,
+        };
+        (result, report)
+    }
+
+    async fn open(
+        &self,
+        url: &str,
+        report: Arc<Mutex<Option<TlsReport>>>,
+    ) -> Result<Ldap, DirectoryError> {
         let mut settings = LdapConnSettings::new().set_conn_timeout(self.timeout);
         // StartTLS only makes sense on ldap://; ldaps:// is TLS from the first byte.
         if self.start_tls && url.starts_with("ldap://") {
             settings = settings.set_starttls(true);
         }
-        if let Some(tls) = &self.tls {
-            settings = settings.set_config(tls.clone());
+        if let Some(trust) = &self.trust {
+            let config = trust
+                .client_config(report)
+                .map_err(|e| DirectoryError::Tls {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            settings = settings.set_config(config);
         }
         let (conn, ldap) = timeout(self.timeout, LdapConnAsync::with_settings(settings, url))
             .await
@@ -81,33 +121,4 @@ impl Connector {
         });
         Ok(ldap)
     }
-}
-
-/// A TLS configuration trusting exactly the certificates of the PEM file `ca_file`.
-pub(crate) fn tls_config(ca_file: &Path) -> Result<Arc<ClientConfig>, CaFileError> {
-    let bytes = purser_fs::read_bytes(ca_file, MAX_CA_FILE_BYTES)?;
-    let blocks = pem::parse_many(&bytes).map_err(|source| CaFileError::NotPem {
-        path: ca_file.to_path_buf(),
-        source,
-    })?;
-    let mut roots = RootCertStore::empty();
-    for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
-        roots
-            .add(&Certificate(block.contents().to_vec()))
-            .map_err(|source| CaFileError::Unusable {
-                path: ca_file.to_path_buf(),
-                source,
-            })?;
-    }
-    if roots.is_empty() {
-        return Err(CaFileError::NoCertificate {
-            path: ca_file.to_path_buf(),
-        });
-    }
-    Ok(Arc::new(
-        ClientConfig::builder()
-            .with_safe_defaults()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
 }

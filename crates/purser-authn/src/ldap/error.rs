@@ -43,6 +43,8 @@ pub(crate) enum DirectoryError {
         #[source]
         source: ldap3::LdapError,
     },
+    #[error("{url}: TLS refused: {reason}")]
+    Tls { url: String, reason: String },
     #[error("no service account configured")]
     NoServiceAccount,
     #[error("no pooled connection free within {0:?}")]
@@ -99,12 +101,12 @@ pub(crate) enum CaFileError {
         #[source]
         source: pem::PemError,
     },
-    #[error("{}: unusable certificate: {source}", path.display())]
-    Unusable {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
+    #[error("{}: unusable certificate: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    #[error("{name:?} is neither a DNS name nor an IP address")]
+    ServerName { name: String },
+    #[error("ca_file is empty and the system has no trusted root certificate: give the CA that signed the directory's certificate in authn.ldap.ca_file")]
+    NoSystemRoots,
     #[error("{} holds no CERTIFICATE block: give the PEM file of the CA that signed the directory's certificate", path.display())]
     NoCertificate { path: PathBuf },
 }

@@ -43,11 +43,16 @@
 //! `Err(BackendError::Unavailable)`, answered with 503 by the server, never a 401.
 
 mod conn;
+pub mod diagnose;
 mod error;
 pub mod escape;
 mod pool;
+mod refusal;
+mod tls;
 
 pub use self::pool::PoolStats;
+pub use self::refusal::BindRefusal;
+pub use self::tls::TlsReport;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -67,6 +72,7 @@ use self::conn::Connector;
 use self::error::{DirectoryError, NoAccount, Op};
 use self::escape::{dn_value, fill, filter_value};
 use self::pool::Pool;
+use self::tls::Trust;
 
 const BACKEND: BackendName = "ldap";
 
@@ -84,8 +90,11 @@ pub struct LdapSettings {
     pub urls: Vec<String>,
     /// Upgrade `ldap://` connections with StartTLS.
     pub start_tls: bool,
-    /// PEM file of the CA(s) to trust for the directory's certificate; empty: system roots.
+    /// PEM file of the CA(s) to trust for the directory's certificate, or of the directory's
+    /// own certificate; empty: system roots.
     pub ca_file: PathBuf,
+    /// The name the directory's certificate is checked against; empty: the URL's host.
+    pub tls_server_name: String,
     /// Service account for search-then-bind (and for groups and lookups); empty: direct bind.
     pub bind_dn: String,
     pub bind_password: Password,
@@ -117,6 +126,7 @@ impl Default for LdapSettings {
             urls: vec!["ldap://127.0.0.1:389".into()],
             start_tls: false,
             ca_file: PathBuf::new(),
+            tls_server_name: String::new(),
             bind_dn: String::new(),
             bind_password: Password::new(""),
             user_dn: String::new(),
@@ -169,7 +179,12 @@ impl LdapSettings {
         self.check().0
     }
 
-    fn check(&self) -> (Vec<SettingProblem>, Option<Arc<rustls::ClientConfig>>) {
+    /// Whether a connection uses TLS (an `ldaps://` URL, or StartTLS).
+    fn uses_tls(&self) -> bool {
+        self.start_tls || self.urls.iter().any(|u| u.starts_with("ldaps://"))
+    }
+
+    fn check(&self) -> (Vec<SettingProblem>, Option<Arc<Trust>>) {
         let mut problems = Vec::new();
         let mut problem = |key, message: String| problems.push(SettingProblem { key, message });
 
@@ -193,16 +208,27 @@ impl LdapSettings {
             }
         }
 
-        let tls = if self.ca_file.as_os_str().is_empty() {
-            None
-        } else {
-            match conn::tls_config(&self.ca_file) {
-                Ok(config) => Some(config),
+        let name_ok =
+            self.tls_server_name.is_empty() || tls::server_name_of(&self.tls_server_name).is_some();
+        if !name_ok {
+            problem(
+                "tls_server_name",
+                format!(
+                    "{:?} is neither a DNS name nor an IP address, e.g. dc1.example.org",
+                    self.tls_server_name
+                ),
+            );
+        }
+        let tls = if (self.uses_tls() || !self.ca_file.as_os_str().is_empty()) && name_ok {
+            match Trust::new(&self.ca_file, &self.tls_server_name) {
+                Ok(trust) => Some(Arc::new(trust)),
                 Err(e) => {
                     problem("ca_file", e.to_string());
                     None
                 }
             }
+        } else {
+            None
         };
 
         let service = !self.bind_dn.is_empty();
@@ -218,6 +244,22 @@ impl LdapSettings {
                     "user_dn",
                     "must contain {username}, e.g. uid={username},ou=people,dc=example,dc=org"
                         .into(),
+                );
+            }
+            // A bind name that is no DN (Active Directory's user@domain or DOMAIN\user) cannot
+            // be read as an entry: the entry is then found under user_base after the bind.
+            if !is_dn_template(&self.user_dn) {
+                if self.user_base.is_empty() {
+                    problem(
+                        "user_base",
+                        format!("is needed when user_dn ({:?}) is not a DN: the user's entry (its DN and groups) is searched there after the bind, e.g. cn=Users,dc=example,dc=org", self.user_dn),
+                    );
+                }
+                check_filter(
+                    &mut problem,
+                    "user_filter",
+                    &self.user_filter,
+                    &["username"],
                 );
             }
         } else if !service {
@@ -273,6 +315,12 @@ impl LdapSettings {
         }
         (problems, tls)
     }
+}
+
+/// Whether a `user_dn` template names an entry (`uid={username},ou=people,...`) rather than
+/// an Active Directory bind name (`{username}@example.org`, `EXAMPLE\\{username}`).
+fn is_dn_template(template: &str) -> bool {
+    template.contains('=')
 }
 
 /// An attribute description (RFC 4512 section 2.5): a name or an OID, options after `;`.
@@ -341,7 +389,13 @@ enum Found {
 struct UserEntry {
     dn: String,
     account: Result<String, NoAccount>,
+    /// How many `memberOf` values the entry has (Active Directory, OpenLDAP's memberof
+    /// overlay): groups the group search should then find.
+    member_of: usize,
 }
+
+/// The attribute that lists an entry's groups where the directory keeps one.
+const MEMBER_OF: &str = "memberOf";
 
 /// Checks passwords against a directory; see the module documentation.
 pub struct LdapAuthenticator {
@@ -501,6 +555,12 @@ impl LdapAuthenticator {
     /// Searches `user_base` for the one entry of `username`, on the service pool.
     async fn find_user(&self, username: &str) -> Result<Found, DirectoryError> {
         let filter = fill(&self.user_filter, &[("username", &filter_value(username))]);
+        self.find_by(&filter).await
+    }
+
+    /// Searches `user_base` with `filter` for one entry, on the service pool.
+    async fn find_by(&self, filter: &str) -> Result<Found, DirectoryError> {
+        let filter = filter.to_string();
         let base = self.user_base.clone();
         let attr = self.account_attribute.clone();
         let limit = self.server_time_limit();
@@ -509,7 +569,12 @@ impl LdapAuthenticator {
                 let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
                 async move {
                     ldap.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
-                        .search(&base, Scope::Subtree, &filter, vec![attr])
+                        .search(
+                            &base,
+                            Scope::Subtree,
+                            &filter,
+                            vec![attr.as_str(), MEMBER_OF],
+                        )
                         .await
                 }
             })
@@ -545,6 +610,12 @@ impl LdapAuthenticator {
 
     /// The DN and account of an entry read with `account_attribute` requested.
     fn user_entry(&self, entry: SearchEntry) -> UserEntry {
+        let member_of = entry
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(MEMBER_OF))
+            .map(|(_, v)| v.len())
+            .sum();
         let values: Vec<String> = entry
             .attrs
             .into_iter()
@@ -561,6 +632,7 @@ impl LdapAuthenticator {
         UserEntry {
             dn: entry.dn,
             account,
+            member_of,
         }
     }
 
@@ -578,7 +650,12 @@ impl LdapAuthenticator {
             let (dn, attr) = (dn.clone(), attr.clone());
             async move {
                 ldap.with_search_options(SearchOptions::new().sizelimit(1).timelimit(limit))
-                    .search(&dn, Scope::Base, "(objectClass=*)", vec![attr])
+                    .search(
+                        &dn,
+                        Scope::Base,
+                        "(objectClass=*)",
+                        vec![attr.as_str(), MEMBER_OF],
+                    )
                     .await
             }
         };
@@ -602,13 +679,82 @@ impl LdapAuthenticator {
         }
     }
 
+    /// The entry of a direct-bind login: read at its DN, or, for a bind name that is no DN,
+    /// found under `user_base` with `user_filter`; on `bound` (the user's own connection) or
+    /// else on the service pool.
+    async fn direct_entry(
+        &self,
+        username: &str,
+        dn: &str,
+        bound: Option<&Ldap>,
+    ) -> Result<Option<UserEntry>, DirectoryError> {
+        if is_dn_template(&self.user_dn) {
+            return self.read_user(dn, bound).await;
+        }
+        match bound {
+            Some(ldap) => self.search_own(username, ldap).await,
+            None => Ok(match self.find_user(username).await? {
+                Found::One(entry) => Some(entry),
+                _ => None,
+            }),
+        }
+    }
+
+    /// After a direct bind with a name that is no DN (`alice@example.org`): the user's own
+    /// entry, found under `user_base` with `user_filter` on the user's own connection.
+    async fn search_own(
+        &self,
+        username: &str,
+        ldap: &Ldap,
+    ) -> Result<Option<UserEntry>, DirectoryError> {
+        let filter = fill(&self.user_filter, &[("username", &filter_value(username))]);
+        let limit = self.server_time_limit();
+        let mut own = ldap.clone();
+        let result = self
+            .on_own(
+                Op::EntryRead,
+                own.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
+                    .search(
+                        &self.user_base,
+                        Scope::Subtree,
+                        &filter,
+                        vec![self.account_attribute.as_str(), MEMBER_OF],
+                    ),
+            )
+            .await?;
+        let ldap3::SearchResult(entries, res) = result;
+        let mut found: Vec<UserEntry> = entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .map(|e| self.user_entry(SearchEntry::construct(e)))
+            .collect();
+        match res.rc {
+            0 if found.len() == 1 => Ok(found.pop()),
+            0 | 4 => {
+                tracing::warn!(backend = BACKEND, %filter, base = %self.user_base, entries = found.len(), "after a direct bind, the user's own entry was not found exactly once: check authn.ldap.user_filter and user_base");
+                Ok(None)
+            }
+            32 | 34 | 50 => Ok(None),
+            rc => Err(DirectoryError::ResultCode {
+                op: Op::EntryRead,
+                rc,
+                text: res.text,
+            }),
+        }
+    }
+
     fn server_time_limit(&self) -> i32 {
         i32::try_from(self.timeout.as_secs().max(1)).unwrap_or(i32::MAX)
     }
 
-    /// Binds as `dn` on a new connection. `Ok(Some(conn))`: accepted, the connection is bound
-    /// as the user (the caller unbinds it); `Ok(None)`: the directory refused the credentials.
-    async fn user_bind(&self, dn: &str, password: &str) -> Result<Option<Ldap>, DirectoryError> {
+    /// Binds as `dn` on a new connection. `Ok(Ok(conn))`: accepted, the connection is bound
+    /// as the user (the caller unbinds it); `Ok(Err(why))`: the directory refused the
+    /// credentials.
+    async fn user_bind(
+        &self,
+        dn: &str,
+        password: &str,
+    ) -> Result<Result<Ldap, BindRefusal>, DirectoryError> {
         let _permit = timeout(self.timeout, self.user_binds.acquire())
             .await
             .map_err(|_| DirectoryError::BindSlotBusy(self.timeout))?
@@ -618,13 +764,16 @@ impl LdapAuthenticator {
             .on_own(Op::Bind, ldap.simple_bind(dn, password))
             .await?;
         match res.rc {
-            0 => Ok(Some(ldap)),
+            0 => Ok(Ok(ldap)),
             // invalidCredentials, inappropriateAuthentication, insufficientAccessRights,
             // unwillingToPerform (account locked or disabled), constraintViolation (password
             // policy), invalidDNSyntax, noSuchObject: the credentials do not log anyone in.
             49 | 48 | 50 | 53 | 19 | 34 | 32 => {
                 close(ldap).await;
-                Ok(None)
+                Ok(Err(BindRefusal {
+                    rc: res.rc,
+                    text: res.text,
+                }))
             }
             rc => {
                 close(ldap).await;
@@ -719,7 +868,7 @@ impl LdapAuthenticator {
                     // Spend the bind a known user costs, so timing does not tell which
                     // accounts exist. The user's password is not sent for this.
                     let decoy = format!("cn=purser-no-such-user,{}", self.user_base);
-                    if let Some(ldap) = self.user_bind(&decoy, "purser-decoy-password").await? {
+                    if let Ok(ldap) = self.user_bind(&decoy, "purser-decoy-password").await? {
                         close(ldap).await;
                     }
                     return Ok(match found {
@@ -735,31 +884,40 @@ impl LdapAuthenticator {
             Some(entry) => entry.dn.clone(),
             None => self.direct_dn(username),
         };
-        let Some(ldap) = self.user_bind(&dn, password).await? else {
-            // Name the account when the entry is known, so that failures count against it
-            // whatever the spelling. In direct bind only a service account can read it.
-            let account = match found {
-                Some(entry) => entry.account.ok(),
-                None if self.pool.is_some() => match self.read_user(&dn, None).await {
-                    Ok(entry) => entry.and_then(|e| e.account.ok()),
-                    Err(reason) => {
-                        tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
-                        None
+        let ldap = match self.user_bind(&dn, password).await? {
+            Ok(ldap) => ldap,
+            Err(refusal) => {
+                tracing::info!(backend = BACKEND, %username, %dn, reason = %refusal, "login refused by the directory");
+                // Name the account when the entry is known, so that failures count against it
+                // whatever the spelling. In direct bind only a service account can read it.
+                let account = match found {
+                    Some(entry) => entry.account.ok(),
+                    None if self.pool.is_some() => {
+                        match self.direct_entry(username, &dn, None).await {
+                            Ok(entry) => entry.and_then(|e| e.account.ok()),
+                            Err(reason) => {
+                                tracing::debug!(backend = BACKEND, %reason, "account of a rejected login not read");
+                                None
+                            }
+                        }
                     }
-                },
-                None => None,
-            };
-            return Ok(AuthnOutcome::Rejected { account });
+                    None => None,
+                };
+                return Ok(AuthnOutcome::Rejected { account });
+            }
         };
         let entry = match found {
             Some(entry) => entry,
             // Direct bind: the DN was made from the name typed; the entry tells the account
-            // (and its DN as the directory spells it).
-            None => match self.read_user(&dn, Some(&ldap)).await {
+            // and its DN as the directory spells it (for a bind name that is no DN, such as
+            // Active Directory's user@domain, the entry is searched for: the group filter's
+            // {dn} must be the entry's DN).
+            None => match self.direct_entry(username, &dn, Some(&ldap)).await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => UserEntry {
                     dn: dn.clone(),
                     account: Err(NoAccount::OwnEntryUnreadable),
+                    member_of: 0,
                 },
                 Err(reason) => {
                     close(ldap).await;
@@ -767,7 +925,7 @@ impl LdapAuthenticator {
                 }
             },
         };
-        let account = match entry.account {
+        let account = match entry.account.clone() {
             Ok(account) => account,
             Err(reason) => {
                 close(ldap).await;
@@ -783,7 +941,9 @@ impl LdapAuthenticator {
         };
         let groups = self.groups(&entry.dn, &account, Some(&ldap)).await;
         close(ldap).await;
-        Ok(AuthnOutcome::Accepted(Identity::new(account, groups?)))
+        let groups = groups?;
+        self.warn_if_groups_missed(&entry, &groups);
+        Ok(AuthnOutcome::Accepted(Identity::new(account, groups)))
     }
 
     async fn find(&self, account: &str) -> Result<Option<Identity>, DirectoryError> {
@@ -796,13 +956,21 @@ impl LdapAuthenticator {
                     return Ok(None);
                 }
             }
-        } else {
+        } else if is_dn_template(&self.user_dn) {
             match self.read_user(&self.direct_dn(account), None).await? {
                 Some(entry) => entry,
                 None => return Ok(None),
             }
+        } else {
+            // The bind name (a UPN) is not the account: the entry is the one whose account
+            // attribute is the account.
+            let filter = format!("({}={})", self.account_attribute, filter_value(account));
+            match self.find_by(&filter).await? {
+                Found::One(entry) => entry,
+                _ => return Ok(None),
+            }
         };
-        let name = match entry.account {
+        let name = match entry.account.clone() {
             Ok(name) => name,
             Err(reason) => {
                 tracing::error!(
@@ -816,7 +984,24 @@ impl LdapAuthenticator {
             }
         };
         let groups = self.groups(&entry.dn, &name, None).await?;
+        self.warn_if_groups_missed(&entry, &groups);
         Ok(Some(Identity::new(name, groups)))
+    }
+
+    /// The entry lists groups (`memberOf`) but the group search found none: the group settings
+    /// most likely do not match the directory.
+    fn warn_if_groups_missed(&self, entry: &UserEntry, groups: &[String]) {
+        if groups.is_empty() && entry.member_of > 0 && !self.group_base.is_empty() {
+            tracing::warn!(
+                backend = BACKEND,
+                dn = %entry.dn,
+                member_of = entry.member_of,
+                filter = %self.group_filter,
+                base = %self.group_base,
+                "the group search found no group for a user whose entry lists {} in memberOf: likely a misconfiguration of authn.ldap.group_base or group_filter",
+                entry.member_of
+            );
+        }
     }
 
     /// Contacts the directory once (a pooled connection's round trip, which binds as the service

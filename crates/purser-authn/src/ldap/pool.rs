@@ -76,6 +76,16 @@ impl Drop for Lease<'_> {
 }
 
 impl Pool {
+    /// The service account's DN.
+    pub(crate) fn bind_dn(&self) -> &str {
+        &self.bind_dn
+    }
+
+    /// The service account's password (for `doctor ldap`'s own bind; never printed).
+    pub(crate) fn bind_password(&self) -> &str {
+        self.bind_password.expose()
+    }
+
     pub(crate) fn new(
         bind_dn: String,
         bind_password: Password,

@@ -282,3 +282,42 @@ async fn a_directory_that_never_answers_times_out_as_unavailable() {
     }
     hold.abort();
 }
+
+#[test]
+fn a_bind_name_that_is_no_dn_needs_where_to_find_the_entry() {
+    let upn = LdapSettings {
+        user_dn: "{username}@example.test".into(),
+        ..LdapSettings::default()
+    };
+    let err = LdapAuthenticator::new(upn.clone()).unwrap_err();
+    assert_eq!(keys(err), ["user_base"]);
+    assert!(LdapAuthenticator::new(LdapSettings {
+        user_base: "CN=Users,DC=example,DC=test".into(),
+        user_filter: "(userPrincipalName={username}@example.test)".into(),
+        ..upn
+    })
+    .is_ok());
+}
+
+#[test]
+fn tls_server_name_must_be_a_name_or_an_address() {
+    let bad = LdapSettings {
+        user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+        urls: vec!["ldaps://127.0.0.1".into()],
+        tls_server_name: "not a name!".into(),
+        ..LdapSettings::default()
+    };
+    assert_eq!(
+        keys(LdapAuthenticator::new(bad.clone()).unwrap_err()),
+        ["tls_server_name"]
+    );
+    for good in ["dc1.example.test", "127.0.0.1"] {
+        let mut s = bad.clone();
+        s.tls_server_name = good.into();
+        // The system's roots are read (ca_file is empty); a host without any fails on ca_file.
+        let result = LdapAuthenticator::new(s);
+        if let Err(e) = result {
+            assert_eq!(keys(e), ["ca_file"], "{good}");
+        }
+    }
+}

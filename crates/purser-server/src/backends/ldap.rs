@@ -24,8 +24,12 @@ pub struct LdapConfig {
     pub urls: Vec<String>,
     /// Upgrade `ldap://` with StartTLS. Default `false`.
     pub start_tls: bool,
-    /// PEM CA bundle to verify the directory's certificate. Default empty (system roots).
+    /// PEM CA bundle to verify the directory's certificate; a certificate in it that is the
+    /// directory's own is trusted as that exact certificate. Default empty (system roots).
     pub ca_file: PathBuf,
+    /// The name the directory's certificate must carry, when it is not the URL's host.
+    /// Default empty (the URL's host).
+    pub tls_server_name: String,
     /// Service account for search-then-bind; empty: direct bind. Default empty.
     pub bind_dn: String,
     /// The service account's password. Secret. Default empty.
@@ -62,6 +66,7 @@ impl std::fmt::Debug for LdapConfig {
             .field("urls", &self.urls)
             .field("start_tls", &self.start_tls)
             .field("ca_file", &self.ca_file)
+            .field("tls_server_name", &self.tls_server_name)
             .field("bind_dn", &self.bind_dn)
             .field("bind_password", &redacted_if_set(&self.bind_password))
             .field("bind_password_file", &self.bind_password_file)
@@ -84,6 +89,7 @@ impl Default for LdapConfig {
             urls: vec!["ldap://127.0.0.1:389".into()],
             start_tls: false,
             ca_file: PathBuf::new(),
+            tls_server_name: String::new(),
             bind_dn: String::new(),
             bind_password: String::new(),
             bind_password_file: None,
@@ -102,11 +108,12 @@ impl Default for LdapConfig {
 
 impl LdapConfig {
     /// The backend's settings, secrets already read.
-    fn settings(&self) -> LdapSettings {
+    pub(crate) fn settings(&self) -> LdapSettings {
         LdapSettings {
             urls: self.urls.clone(),
             start_tls: self.start_tls,
             ca_file: self.ca_file.clone(),
+            tls_server_name: self.tls_server_name.clone(),
             bind_dn: self.bind_dn.clone(),
             bind_password: purser_core::Password::new(self.bind_password.clone()),
             user_dn: self.user_dn.clone(),

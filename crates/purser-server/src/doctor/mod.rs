@@ -41,6 +41,7 @@ mod clock;
 mod expiry;
 mod identity;
 mod keys;
+pub mod ldap;
 mod material;
 mod online;
 mod realm;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use purser_authn::cache::AnswerSource;
 use purser_authn::chain::{Chain, ChainDecision};
-use purser_core::{Credentials, Identity, Reloadable};
+use purser_core::{BackendName, Credentials, Identity, Reloadable};
 use tower::{Layer, Service, ServiceExt};
 
 use super::call::{Audit, Caller, LoginVerdict, Proof, TokenCall, TokenReply};
@@ -99,9 +99,10 @@ where
                         };
                         (caller, verdict)
                     }
-                    Err((error, verdict)) => {
+                    Err((error, verdict, backend)) => {
                         let audit = Audit {
                             account: Some(creds.username.clone()),
+                            backend,
                             ..Audit::default()
                         };
                         return Ok(TokenReply {
@@ -152,7 +153,9 @@ where
     }
 }
 
-type Refused = (ApiError, LoginVerdict);
+/// A login that did not go through: the error for the client, what the limiter counts, and the
+/// backend that refused it or could not answer (for the audit record).
+type Refused = (ApiError, LoginVerdict, Option<BackendName>);
 
 /// How long a client refused for a full password-check queue is told to wait.
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -203,7 +206,13 @@ async fn password(
                 stale,
             ))
         }
-        ChainDecision::Rejected { account, .. } => {
+        ChainDecision::Rejected { backend, account } => {
+            tracing::info!(
+                backend,
+                username = %creds.username,
+                reason = "wrong password (or, where the backend cannot tell, no such user)",
+                "login refused"
+            );
             // The backend's own name for the account counts too, so that spelling a name
             // differently buys no more guesses.
             let mut accounts = vec![creds.username.clone()];
@@ -214,11 +223,15 @@ async fn password(
                     accounts,
                     known: true,
                 },
+                Some(backend),
             ))
         }
         ChainDecision::Refused {
-            account, reason, ..
+            backend,
+            account,
+            reason,
         } => {
+            tracing::info!(backend, username = %creds.username, %reason, "login refused");
             // The credential was right, so this is no guess; it still counts like a failure,
             // so that a robot retrying an expired token does not hammer the server.
             let mut accounts = vec![creds.username.clone()];
@@ -229,15 +242,27 @@ async fn password(
                     accounts,
                     known: false,
                 },
+                Some(backend),
             ))
         }
-        ChainDecision::UnknownUser => Err((
-            refused(),
-            LoginVerdict::Failed {
-                accounts: vec![creds.username.clone()],
-                known: false,
-            },
-        )),
+        ChainDecision::UnknownUser => {
+            // Every backend was asked and none knows the name: the last one ended the chain.
+            let backend = result.attempts.last().map(|a| a.backend);
+            tracing::info!(
+                backend = backend.unwrap_or(""),
+                username = %creds.username,
+                reason = "no backend knows the user",
+                "login refused"
+            );
+            Err((
+                refused(),
+                LoginVerdict::Failed {
+                    accounts: vec![creds.username.clone()],
+                    known: false,
+                },
+                backend,
+            ))
+        }
         ChainDecision::Busy { backend } => {
             tracing::warn!(
                 backend,
@@ -249,6 +274,7 @@ async fn password(
                     message: "the server is busy checking passwords; try again shortly".into(),
                 },
                 LoginVerdict::NotChecked,
+                Some(backend),
             ))
         }
         ChainDecision::Unavailable { backend, reason } => {
@@ -259,6 +285,7 @@ async fn password(
                     message: "the authentication backend is unavailable; try again later".into(),
                 },
                 LoginVerdict::NotChecked,
+                Some(backend),
             ))
         }
     }
