@@ -22,6 +22,8 @@ pub struct IssueSettings {
     pub refresh_lifetime: Duration,
     pub signer: Arc<dyn Signer>,
     pub authorizer: Arc<dyn Authorizer>,
+    /// The shadow policy (`authz.shadow_policy_file`): decides too, answers nothing.
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
     /// For the credential fingerprint a refresh token carries.
     pub chain: Arc<Chain>,
     pub metrics: Metrics,
@@ -62,6 +64,12 @@ impl Service<TokenCall> for IssueService {
             machine_token: caller.identity.machine.as_ref().map(|m| m.name.clone()),
             backend: caller.backend,
             groups: caller.identity.groups.clone(),
+            service: call.service.clone(),
+            cap: caller
+                .identity
+                .cap
+                .as_ref()
+                .map(|cap| cap.iter().map(ToString::to_string).collect()),
             decisions: Vec::with_capacity(call.scopes.len()),
             ..Audit::default()
         };
@@ -90,12 +98,39 @@ impl IssueSettings {
         let mut granted_scopes = Vec::new();
         // One policy version decides every scope of the request, even across a reload.
         let mut grants = self.authorizer.authorize_all(&identity, &ctx, &call.scopes);
+        // The shadow policy decides the same scopes, once each, and changes nothing below.
+        let mut shadow_grants = self
+            .shadow
+            .as_ref()
+            .and_then(|s| s.authorize_all(&identity, &ctx, &call.scopes));
         // A capped credential (a machine token) gets no more than its cap, whatever the policy
-        // grants its account: requested ∩ policy ∩ cap.
+        // grants its account: requested ∩ policy ∩ cap. The shadow's decisions are capped
+        // alike, so that they compare with what the caller would really get.
         if let Some(cap) = &identity.cap {
             for (scope, grant) in call.scopes.iter().zip(grants.iter_mut()) {
                 grant.actions =
                     purser_authz::apply_cap(cap, scope, std::mem::take(&mut grant.actions));
+            }
+            for (scope, grant) in call.scopes.iter().zip(shadow_grants.iter_mut().flatten()) {
+                grant.actions =
+                    purser_authz::apply_cap(cap, scope, std::mem::take(&mut grant.actions));
+            }
+        }
+        if let Some(shadow_grants) = shadow_grants {
+            for ((scope, live), shadow) in call.scopes.iter().zip(&grants).zip(shadow_grants) {
+                let outcome = purser_authz::Divergence::of(&live.actions, &shadow.actions);
+                self.metrics
+                    .policy_shadow_decisions
+                    .with_label_values(&[outcome.label()])
+                    .inc();
+                if outcome != purser_authz::Divergence::Same {
+                    audit.shadow.push(crate::shadow::ShadowDiff {
+                        scope: scope.clone(),
+                        live: live.clone(),
+                        shadow,
+                        outcome,
+                    });
+                }
             }
         }
         for (scope, grant) in call.scopes.into_iter().zip(grants) {
