@@ -358,7 +358,7 @@ impl Report {
     fn summary(&self) -> String {
         let c = |o| self.changed.get(&o).copied().unwrap_or(0);
         format!(
-            "{} audit records replayed ({} scopes): {} decisions changed (more {}, less {}, different {}); {} lines skipped (not JSON or cut short), {} other log lines, {} audit records without scopes, {} unreadable audit records",
+            "{} audit records replayed ({} scopes): {} decisions changed (more {}, less {}, different {}); lines skipped: {} not JSON or cut short, {} not audit records; audit records without scopes: {}, unreadable: {}",
             self.records,
             self.scopes,
             self.changed_total(),
