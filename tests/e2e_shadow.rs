@@ -486,6 +486,15 @@ fn a_broken_shadow_file_is_reported_and_the_live_decisions_do_not_change() {
             && l.contains("acount")),
         "no error line for the shadow file:\n{logged}"
     );
+    // check-config reports it with its key.
+    let config = p.dir().join("purser.yaml");
+    let out = run_purser(&["check-config", "--config", config.to_str().unwrap()], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("authz.shadow_policy_file") && stderr.contains("acount"),
+        "{stderr}"
+    );
     // The live policy decides as before, the policy's own reloads saw nothing, the server is
     // ready, and the last good shadow still compares.
     assert_eq!(granted(&p, Some(BOB), BOB_SHARED), ["pull"]);
