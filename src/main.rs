@@ -236,6 +236,30 @@ enum PolicyCommand {
         config: Option<PathBuf>,
         cases: PathBuf,
     },
+    /// Decide the requests of JSON audit logs again with POLICY and list the decisions that
+    /// change; exit 1 when any does, 0 when none does, 2 on bad input.
+    Replay {
+        /// The policy to decide with.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The policy to compare with (default: the decisions recorded in the log).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// The service of records that do not name one (logs of older versions).
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ListFormat,
+        /// purser's JSON logs (gzipped or not); `-` for standard input.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+    },
+    /// Check the shadow policy (authz.shadow_policy_file) and make it the policy
+    /// (authz.policy_file), in one rename; the replaced policy is kept as POLICY.previous.
+    Promote {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -673,6 +697,63 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+        PolicyCommand::Replay {
+            policy,
+            against,
+            service,
+            format,
+            logs,
+        } => replay(
+            purser_server::replay::ReplayOptions {
+                policy,
+                against,
+                logs,
+                service,
+            },
+            format,
+        ),
+        PolicyCommand::Promote { config } => {
+            let loaded = match load(config, None, None) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            match purser_server::admin::promote::promote(&loaded.config) {
+                Ok(p) => {
+                    let kept = p
+                        .previous
+                        .map(|k| format!("; the replaced policy is kept as {}", k.display()))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "purser: {} ({} rules) is now the policy {}{kept}; a running server loads it within seconds",
+                        p.shadow.display(),
+                        p.rules,
+                        p.policy.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn replay(opts: purser_server::replay::ReplayOptions, format: ListFormat) -> ExitCode {
+    match purser_server::replay::replay(&opts) {
+        Ok(report) => {
+            match format {
+                ListFormat::Text => print!("{}", report.render_text()),
+                ListFormat::Json => println!("{:#}", report.to_json()),
+            }
+            if report.changed_total() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("purser: {e}");
+            ExitCode::from(2)
         }
     }
 }

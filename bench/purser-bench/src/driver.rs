@@ -118,6 +118,10 @@ pub enum Target {
         /// The failed-login state in a redis-server of its own (`state.backend: redis`).
         #[serde(default)]
         redis: bool,
+        /// The 10,000-rule policy as the shadow policy (`authz.shadow_policy_file`) beside
+        /// the live one.
+        #[serde(default)]
+        shadow: bool,
     },
     /// The minimal hyper endpoint.
     Limit,
@@ -142,6 +146,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scopes,
         machine_tokens: false,
         redis: false,
+        shadow: false,
     };
     let mut out = Vec::new();
     for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
@@ -192,7 +197,20 @@ pub fn scenarios() -> Vec<Scenario> {
             scopes: 1,
             machine_tokens: true,
             redis: false,
+            shadow: false,
         },
+        connections: 16,
+        probe: false,
+    });
+    // Every request decided by a 10,000-rule shadow policy too, judged against the warm path
+    // measured on either side of it.
+    let mut target = purser(Alg::Es256, true, false, false, 1);
+    if let Target::Purser { shadow, .. } = &mut target {
+        *shadow = true;
+    }
+    out.push(Scenario {
+        name: SHADOW.into(),
+        target,
         connections: 16,
         probe: false,
     });
@@ -572,6 +590,7 @@ fn run_scenario(
             scopes,
             machine_tokens,
             redis,
+            shadow,
         } => {
             let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
             let redis_url = if *redis {
@@ -583,6 +602,14 @@ fn run_scenario(
             };
             let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
             let listen = addr.to_string();
+            let shadow_line = if *shadow {
+                format!(
+                    "authz:\n  shadow_policy_file: {}\n",
+                    serde_json::to_string(&p.policy_large.display().to_string())?
+                )
+            } else {
+                "authz:\n".into()
+            };
             std::fs::write(
                 &config,
                 fixtures::server_config(&ServerFiles {
@@ -602,7 +629,8 @@ fn run_scenario(
                     cache_ttl: if *warm { "10m" } else { "0s" },
                     tokens: machine_tokens.then_some(p.tokens.as_path()),
                     redis_url: redis_url.as_deref(),
-                }),
+                })
+                .replacen("authz:\n", &shadow_line, 1),
             )?;
             let mut cmd = pinned(&opts.server_cpus, &opts.server.program);
             cmd.args(&opts.server.prefix)
@@ -744,6 +772,8 @@ fn rates(opts: &Options, t: &Timing, p: &Prepared) -> anyhow::Result<Vec<Rate>> 
 pub const BASE: &str = "warm ES256 c16";
 /// The machine-token scenario, judged against [`BASE`].
 pub const MACHINE: &str = "machine tokens ES256 c16 cache off";
+/// The shadow-policy scenario, judged against [`BASE`].
+pub const SHADOW: &str = "warm ES256 c16 10k-rule shadow policy";
 
 /// The base scenario once more, as a reference measured next to a variant: its tokens/s.
 fn run_base(opts: &Options, t: &Timing, p: &Prepared, limit_body: usize) -> anyhow::Result<f64> {
@@ -787,8 +817,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         // on either side of it too (the "after" of one serves as the "before" of the next).
         let scale_variant = matches!(
             s.target,
-            Target::Purser { large_users, large_policy, machine_tokens, .. }
-                if large_users || large_policy || machine_tokens
+            Target::Purser { large_users, large_policy, machine_tokens, shadow, .. }
+                if large_users || large_policy || machine_tokens || shadow
         );
         let base_before = match (scale_variant, last_base.take()) {
             (false, _) => None,
@@ -965,6 +995,11 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
             MACHINE,
             "5. machine-token logins, cache off >= 90% of the warm path",
             0.9,
+        ),
+        (
+            SHADOW,
+            "7. warm path with a 10,000-rule shadow policy >= 80% of the same without one",
+            0.8,
         ),
     ] {
         let Some(r) = row(rows, name) else { continue };
@@ -1171,6 +1206,7 @@ mod tests {
             "warm ES256 c16 16 scopes",
             "state memory ES256 c16",
             "state redis ES256 c16",
+            SHADOW,
         ] {
             assert!(names.contains(&needed), "{needed}");
         }

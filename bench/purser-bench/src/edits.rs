@@ -247,6 +247,7 @@ fn run(
             scopes: 1,
             machine_tokens: false,
             redis: false,
+            shadow: false,
         },
         connections: CONNECTIONS,
         probe: false,

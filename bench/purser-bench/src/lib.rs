@@ -20,3 +20,4 @@ pub mod limit;
 pub mod load;
 pub mod procstat;
 pub mod rates;
+pub mod replay;

@@ -109,6 +109,24 @@ enum PurserCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// `purser policy replay --format json`.
+    Replay {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        format: String,
+        logs: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -185,6 +203,7 @@ fn real_main() -> anyhow::Result<()> {
             }
             let mut report = driver::run(&opts)?;
             purser_bench::edits::add_to(&opts, &mut report)?;
+            purser_bench::replay::add_to(&opts, &mut report)?;
             print!("{}", driver::render(&report));
             if let Some(j) = json {
                 std::fs::write(j, serde_json::to_vec_pretty(&report)?)?;
@@ -258,6 +277,26 @@ fn purser(cmd: PurserCmd) -> anyhow::Result<()> {
             let alg: purser_token::Alg = alg.parse()?;
             purser_token::write_generated(&out, alg)?;
             Ok(())
+        }
+        PurserCmd::Policy {
+            command:
+                PolicyCmd::Replay {
+                    policy,
+                    against,
+                    format,
+                    logs,
+                },
+        } => {
+            anyhow::ensure!(format == "json", "only --format json is built in");
+            let report = purser_server::replay::replay(&purser_server::replay::ReplayOptions {
+                policy,
+                against,
+                logs,
+                service: None,
+            })?;
+            println!("{}", report.to_json());
+            // As purser's exit code: 1 when a decision changed.
+            std::process::exit(i32::from(report.changed_total() > 0));
         }
     }
 }

@@ -75,6 +75,23 @@ fn every_scenario_runs_and_every_answer_is_a_token() {
             assert!(p.count > 0, "{}: no /healthz answer", row.scenario.name);
         }
     }
+    // The replay of audit records ran on both logs, and decisions changed between the two
+    // policies.
+    for what in ["plain", "gzipped"] {
+        let rate = report
+            .rates
+            .iter()
+            .find(|r| r.what == format!("replay {what} audit records"))
+            .unwrap_or_else(|| panic!("no replay figure for the {what} log"));
+        assert_eq!(rate.count, 5_000);
+    }
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.what.starts_with("8. replay") && c.holds && c.detail.contains("peak RSS")),
+        "{stdout}"
+    );
     // A purser answer carries the token twice: well over the bare JSON fields.
     let es = report
         .rows
@@ -91,7 +108,9 @@ fn every_scenario_runs_and_every_answer_is_a_token() {
             "sign RS256",
             "sign ES256",
             "sign EdDSA",
-            "bcrypt verify cost 10"
+            "bcrypt verify cost 10",
+            "replay plain audit records",
+            "replay gzipped audit records"
         ]
     );
     assert!(report

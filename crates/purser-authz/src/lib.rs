@@ -33,6 +33,7 @@
 
 mod cap;
 mod cases;
+mod diverge;
 mod error;
 mod explain;
 mod index;
@@ -47,6 +48,7 @@ use purser_core::{Authorizer, Grant, Identity, Reloadable, RequestContext, Resou
 
 pub use cap::{apply_cap, check_cap};
 pub use cases::{run_cases, Case, CaseFailure, CaseFile, MAX_CASES};
+pub use diverge::Divergence;
 pub use error::{Loc, PolicyError, PolicyErrors};
 pub use explain::{render_explanation, Explanation, Verdict};
 pub use pattern::MAX_PATTERN_LEN;

@@ -343,6 +343,71 @@ fn policy(
     )
 }
 
+/// `authz.shadow_policy_file`, when set: the shadow policy and its reload source. Unlike the
+/// policy, a shadow file that is missing or does not load neither stops `serve` nor makes it
+/// unready (the shadow stays off until a good version appears, and a later broken edit keeps
+/// the last good one), since it decides nothing; `check-config` reports both.
+fn shadow(config: &Config, ctx: &mut Ctx<'_>) -> Option<Arc<crate::shadow::Shadow>> {
+    use crate::shadow::{Shadow, SOURCE};
+    const KEY: &str = "authz.shadow_policy_file";
+    let path = &config.authz.shadow_policy_file;
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    ctx.metrics.init_reload_source(SOURCE);
+    for o in purser_authz::Divergence::ALL {
+        ctx.metrics
+            .policy_shadow_decisions
+            .with_label_values(&[o.label()]);
+    }
+    let holder: Arc<Reloadable<Option<Policy>>> = Arc::new(Reloadable::new(None));
+    let gauge = ctx.metrics.policy_shadow_rules.clone();
+    let load = {
+        let holder = holder.clone();
+        move |p: &Path| -> Result<String, String> {
+            let policy = Policy::from_file(p).map_err(|e| e.to_string())?;
+            let n = policy.rule_count();
+            holder.store(Some(policy));
+            gauge.set(n as i64);
+            Ok(format!("{n} rules"))
+        }
+    };
+    if path.exists() {
+        let first = load(path);
+        if let Err(message) = &first {
+            match ctx.mode {
+                Mode::DryRun => ctx.problems.push(crate::config::Problem::new(
+                    KEY,
+                    message.replace('\n', "; "),
+                )),
+                Mode::Serve => tracing::error!(
+                    source = SOURCE,
+                    path = %path.display(),
+                    "the shadow policy does not load: no shadow until it does; the live policy decides as always"
+                ),
+            }
+        }
+        reload::record(ctx.metrics, SOURCE, path, &first);
+    } else {
+        match ctx.mode {
+            Mode::Serve => tracing::warn!(source = SOURCE, path = %path.display(), "shadow policy file not found: no shadow until it appears"),
+            Mode::DryRun => ctx.problems.push(crate::config::Problem::new(
+                KEY,
+                format!(
+                    "{} does not exist: serve would run without a shadow policy until it appears; create it, correct the path or unset the key",
+                    path.display()
+                ),
+            )),
+        }
+    }
+    ctx.sources.push(Source {
+        name: SOURCE,
+        path: path.clone(),
+        load: Box::new(load),
+    });
+    Some(Arc::new(Shadow::new(holder)))
+}
+
 /// `token.revocations_file`, watched: refresh tokens revoked by `purser revoke`. Unset, or a
 /// file that does not exist yet, revokes nothing (the first `purser revoke` creates it).
 fn revocations(
@@ -464,6 +529,8 @@ pub struct Built {
     pub chain: Arc<Chain>,
     pub authorizer: Arc<PolicyAuthorizer>,
     pub policy: Arc<Reloadable<Policy>>,
+    /// The shadow policy (`authz.shadow_policy_file`), when set.
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
     /// The watched files: policy, htpasswd, htgroup, the TLS pair.
     pub sources: Vec<Source>,
     pub readiness: Arc<ServerReadiness>,
@@ -477,6 +544,7 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     let keys = keys(config, ctx)?;
     let chain = chain(config, ctx)?;
     let policy = policy(config, ctx)?;
+    let shadow = shadow(config, ctx);
     let revocations = revocations(config, ctx)?;
     let tls = tls_store(config, ctx);
     let tls = ctx.check(tls)?;
@@ -503,6 +571,7 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
         chain,
         authorizer,
         policy,
+        shadow,
         sources: std::mem::take(&mut ctx.sources),
         readiness,
         limiter,

@@ -266,12 +266,18 @@ impl Default for TokenConfig {
 pub struct AuthzConfig {
     /// The policy; watched, an edit applies without restart. Default `policy.yaml`.
     pub policy_file: PathBuf,
+    /// A second policy that decides every request too, without effect on the answer: where it
+    /// decides otherwise, the audit record and `purser_policy_shadow_decisions_total` say so.
+    /// Watched like the policy; a broken file never touches the live decisions. Default empty
+    /// (off).
+    pub shadow_policy_file: PathBuf,
 }
 
 impl Default for AuthzConfig {
     fn default() -> Self {
         AuthzConfig {
             policy_file: PathBuf::from("policy.yaml"),
+            shadow_policy_file: PathBuf::new(),
         }
     }
 }

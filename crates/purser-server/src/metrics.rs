@@ -23,6 +23,8 @@ pub const TOKENS_ISSUED: &str = "purser_tokens_issued_total";
 pub const RELOADS: &str = "purser_reloads_total";
 pub const RELOAD_LAST_SUCCESS: &str = "purser_reload_last_success_timestamp_seconds";
 pub const POLICY_RULES: &str = "purser_policy_rules";
+pub const POLICY_SHADOW_DECISIONS: &str = "purser_policy_shadow_decisions_total";
+pub const POLICY_SHADOW_RULES: &str = "purser_policy_shadow_rules";
 pub const LDAP_POOL_CONNECTIONS: &str = "purser_ldap_pool_connections";
 pub const LOCKOUTS: &str = "purser_lockouts_total";
 pub const BUILD_INFO: &str = "purser_build_info";
@@ -111,6 +113,10 @@ pub struct MetricHandles {
     pub reloads: IntCounterVec,
     pub reload_last_success: GaugeVec,
     pub policy_rules: IntGauge,
+    /// Per requested scope, the shadow policy's decision against the live one.
+    pub policy_shadow_decisions: IntCounterVec,
+    /// Rules of the shadow policy in use; 0 while there is none.
+    pub policy_shadow_rules: IntGauge,
     pub ldap_pool_connections: IntGaugeVec,
     pub lockouts: IntCounterVec,
     machine_token_last_used: LastUsed,
@@ -201,6 +207,20 @@ impl Metrics {
             },
             policy_rules: {
                 let g = IntGauge::new(POLICY_RULES, "Rules in the policy in force.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            policy_shadow_decisions: counter(
+                POLICY_SHADOW_DECISIONS,
+                "Requested scopes decided by the shadow policy too, by how its decision \
+                 compares with the live one's: same, more, less or different actions.",
+                &["outcome"],
+            )?,
+            policy_shadow_rules: {
+                let g = IntGauge::new(
+                    POLICY_SHADOW_RULES,
+                    "Rules in the shadow policy in use; 0 when there is none.",
+                )?;
                 registry.register(Box::new(g.clone()))?;
                 g
             },

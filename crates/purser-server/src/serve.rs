@@ -165,6 +165,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             refresh_lifetime: config.token.refresh_lifetime.0,
             keys: keys.clone(),
             authorizer: built.authorizer.clone(),
+            shadow: built.shadow.clone(),
             chain: built.chain.clone(),
             metrics: metrics.clone(),
         },

@@ -403,6 +403,7 @@ fn resolve_paths(c: &mut Config, base: &Path) {
     }
     c.authn.resolve_paths(base);
     resolve(&mut c.authz.policy_file, base);
+    resolve(&mut c.authz.shadow_policy_file, base);
     resolve(&mut c.state.redis.ca_file, base);
     if let Some(f) = &mut c.state.redis.url_file {
         resolve(f, base);

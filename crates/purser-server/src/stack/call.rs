@@ -81,7 +81,13 @@ pub struct Audit {
     pub backend: Option<&'static str>,
     /// The groups the account was given (by its backend), as the policy saw them.
     pub groups: Vec<String>,
+    /// The requested `service`, as the policy saw it.
+    pub service: String,
+    /// A capped credential's cap (a machine token's scopes), as written.
+    pub cap: Option<Vec<String>>,
     pub decisions: Vec<(ResourceScope, Grant)>,
+    /// The scopes the shadow policy decided otherwise (`authz.shadow_policy_file`).
+    pub shadow: Vec<crate::shadow::ShadowDiff>,
     /// The login was accepted from the credential cache while its backend was unavailable
     /// (`authn.cache_stale_if_unavailable`).
     pub stale: bool,

@@ -23,6 +23,8 @@ pub struct IssueSettings {
     /// The active key signs; swapped whole at a rotation.
     pub keys: Arc<purser_core::Reloadable<crate::keys::Published>>,
     pub authorizer: Arc<dyn Authorizer>,
+    /// The shadow policy (`authz.shadow_policy_file`): decides too, answers nothing.
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
     /// For the credential fingerprint a refresh token carries.
     pub chain: Arc<Chain>,
     pub metrics: Metrics,
@@ -64,6 +66,11 @@ impl Service<TokenCall> for IssueService {
         });
         let mut audit = Audit {
             backend,
+            service: call.service.clone(),
+            cap: identity
+                .cap
+                .as_ref()
+                .map(|cap| cap.iter().map(ToString::to_string).collect()),
             decisions: Vec::with_capacity(call.scopes.len()),
             ..Audit::default()
         };
@@ -99,12 +106,39 @@ impl IssueSettings {
         let mut granted_scopes = Vec::new();
         // One policy version decides every scope of the request, even across a reload.
         let mut grants = self.authorizer.authorize_all(identity, &ctx, &call.scopes);
+        // The shadow policy decides the same scopes, once each, and changes nothing below.
+        let mut shadow_grants = self
+            .shadow
+            .as_ref()
+            .and_then(|s| s.authorize_all(identity, &ctx, &call.scopes));
         // A capped credential (a machine token) gets no more than its cap, whatever the policy
-        // grants its account: requested ∩ policy ∩ cap.
+        // grants its account: requested ∩ policy ∩ cap. The shadow's decisions are capped
+        // alike, so that they compare with what the caller would really get.
         if let Some(cap) = &identity.cap {
             for (scope, grant) in call.scopes.iter().zip(grants.iter_mut()) {
                 grant.actions =
                     purser_authz::apply_cap(cap, scope, std::mem::take(&mut grant.actions));
+            }
+            for (scope, grant) in call.scopes.iter().zip(shadow_grants.iter_mut().flatten()) {
+                grant.actions =
+                    purser_authz::apply_cap(cap, scope, std::mem::take(&mut grant.actions));
+            }
+        }
+        if let Some(shadow_grants) = shadow_grants {
+            for ((scope, live), shadow) in call.scopes.iter().zip(&grants).zip(shadow_grants) {
+                let outcome = purser_authz::Divergence::of(&live.actions, &shadow.actions);
+                self.metrics
+                    .policy_shadow_decisions
+                    .with_label_values(&[outcome.label()])
+                    .inc();
+                if outcome != purser_authz::Divergence::Same {
+                    audit.shadow.push(crate::shadow::ShadowDiff {
+                        scope: scope.clone(),
+                        live: live.clone(),
+                        shadow,
+                        outcome,
+                    });
+                }
             }
         }
         for (scope, grant) in call.scopes.into_iter().zip(grants) {
@@ -198,5 +232,130 @@ impl IssueSettings {
             iat: now,
             granted_scopes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forwarded::ClientAddr;
+    use crate::shadow::Shadow;
+    use purser_authz::{Policy, PolicyAuthorizer};
+    use purser_core::{Reloadable, ResourceScope, ScopeCap};
+    use tower::ServiceExt;
+
+    const LIVE: &str = "rules:\n  - { name: bob reads, match: { account: bob, name: \"shared/**\" }, actions: [pull] }\n  - { name: everyone, match: { name: \"shared/**\" }, actions: [pull, push] }\n";
+    const MOVED: &str = "rules:\n  - { name: everyone, match: { name: \"shared/**\" }, actions: [pull, push] }\n  - { name: bob reads, match: { account: bob, name: \"shared/**\" }, actions: [pull] }\n";
+
+    fn service(shadow: Option<&str>) -> (IssueService, Metrics) {
+        let key = purser_token::generate_key(purser_token::Alg::Es256).unwrap();
+        let signer =
+            purser_token::JwsSigner::new(key, purser_token::KeyIdMode::Libtrust, vec![]).unwrap();
+        let live = Arc::new(Reloadable::new(Policy::parse(LIVE, "live.yaml").unwrap()));
+        let shadow = shadow.map(|text| {
+            let p = Policy::parse(text, "shadow.yaml").unwrap();
+            Arc::new(Shadow::new(Arc::new(Reloadable::new(Some(p)))))
+        });
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let svc = IssueService::new(IssueSettings {
+            issuer: "purser".into(),
+            lifetime: Duration::from_secs(300),
+            refresh_lifetime: Duration::ZERO,
+            keys: Arc::new(Reloadable::new(crate::keys::Published::single(
+                Arc::new(signer),
+                b"{\"keys\":[]}".to_vec(),
+                None,
+            ))),
+            authorizer: Arc::new(PolicyAuthorizer::new(live)),
+            shadow,
+            chain: Arc::new(Chain::new(vec![])),
+            metrics: metrics.clone(),
+        });
+        (svc, metrics)
+    }
+
+    fn call(account: &str, cap: Option<&str>, scopes: &[&str]) -> TokenCall {
+        let mut identity = Identity::new(account, vec![]);
+        identity.cap = cap.map(|c| vec![c.parse::<ScopeCap>().unwrap()]);
+        TokenCall {
+            dialect: crate::error::Dialect::Distribution,
+            proof: super::super::call::Proof::Anonymous,
+            service: "registry.local".into(),
+            scopes: scopes
+                .iter()
+                .map(|s| s.parse::<ResourceScope>().unwrap())
+                .collect(),
+            want_refresh: false,
+            client: ClientAddr::Ip("127.0.0.1".parse().unwrap()),
+            now: 1_800_000_000,
+            caller: Some(Caller {
+                identity,
+                backend: Some("static"),
+                presented_refresh: None,
+            }),
+        }
+    }
+
+    fn count(m: &Metrics, outcome: &str) -> u64 {
+        m.policy_shadow_decisions
+            .with_label_values(&[outcome])
+            .get()
+    }
+
+    #[tokio::test]
+    async fn the_live_policy_answers_and_the_shadow_is_only_compared() {
+        let (svc, m) = service(Some(MOVED));
+        let reply = svc
+            .oneshot(call(
+                "bob",
+                None,
+                &["repository:shared/a:pull,push", "repository:shared/b:pull"],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.result.unwrap().granted_scopes,
+            ["repository:shared/a:pull", "repository:shared/b:pull"]
+        );
+        assert_eq!(reply.audit.service, "registry.local");
+        assert_eq!(reply.audit.shadow.len(), 1);
+        let d = &reply.audit.shadow[0];
+        assert_eq!(d.scope.name, "shared/a");
+        assert_eq!(d.outcome, purser_authz::Divergence::More);
+        assert_eq!(d.live.actions, ["pull"]);
+        assert_eq!(d.shadow.actions, ["pull", "push"]);
+        assert_eq!(d.shadow.rule.as_ref().unwrap().name, "everyone");
+        assert_eq!((count(&m, "same"), count(&m, "more")), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_cap_narrows_both_sides_and_no_shadow_counts_nothing() {
+        let (svc, m) = service(Some(MOVED));
+        let reply = svc
+            .oneshot(call(
+                "bob",
+                Some("repository:shared/**:pull"),
+                &["repository:shared/a:pull,push"],
+            ))
+            .await
+            .unwrap();
+        assert!(reply.audit.shadow.is_empty(), "{:?}", reply.audit.shadow);
+        assert_eq!(
+            reply.audit.cap.as_deref(),
+            Some(&["repository:shared/**:pull".to_string()][..])
+        );
+        assert_eq!(count(&m, "same"), 1);
+
+        let (svc, m) = service(None);
+        let reply = svc
+            .oneshot(call("bob", None, &["repository:shared/a:pull,push"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.result.unwrap().granted_scopes,
+            ["repository:shared/a:pull"]
+        );
+        assert!(reply.audit.shadow.is_empty());
+        assert_eq!(count(&m, "same") + count(&m, "more"), 0);
     }
 }

@@ -146,6 +146,12 @@ fn audit_record(s: &Served) {
     let a: &Audit = &s.audit;
     let scopes = scopes_json(&a.decisions);
     let groups = serde_json::to_string(&a.groups).unwrap_or_default();
+    // Written only when there is one: a capped credential's cap, the shadow's differences.
+    let cap = a
+        .cap
+        .as_ref()
+        .map(|c| serde_json::to_string(c).unwrap_or_default());
+    let shadow = (!a.shadow.is_empty()).then(|| crate::shadow::diffs_json(&a.shadow));
     if let Some(token) = &a.machine_token {
         tracing::info!(
             target: AUDIT_TARGET,
@@ -155,7 +161,10 @@ fn audit_record(s: &Served) {
             backend = a.backend.unwrap_or(""),
             machine_token = %token,
             groups = %groups,
+            cap = cap.as_deref(),
+            service = %a.service,
             scopes = %scopes,
+            shadow = shadow.as_deref(),
             outcome = s.outcome.label(),
             status = s.status.as_u16(),
             "token request"
@@ -170,7 +179,9 @@ fn audit_record(s: &Served) {
         backend = a.backend.unwrap_or(""),
         groups = %groups,
         stale = a.stale,
+        service = %a.service,
         scopes = %scopes,
+        shadow = shadow.as_deref(),
         outcome = s.outcome.label(),
         status = s.status.as_u16(),
         "token request"
