@@ -22,6 +22,7 @@ pub mod http;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod request;
 pub mod revocations;
