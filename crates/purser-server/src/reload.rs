@@ -97,6 +97,8 @@ impl ReloadHandle {
 pub fn record(metrics: &Metrics, source: &str, path: &Path, result: &Result<String, String>) {
     match result {
         Ok(summary) => {
+            // The log line first, then the counters: a reader who saw the count finds the line.
+            tracing::info!(source, path = %path.display(), %summary, "loaded");
             metrics
                 .reloads
                 .with_label_values(&[source, "success"])
@@ -109,16 +111,15 @@ pub fn record(metrics: &Metrics, source: &str, path: &Path, result: &Result<Stri
                 .reload_last_success
                 .with_label_values(&[source])
                 .set(now);
-            tracing::info!(source, path = %path.display(), %summary, "loaded");
         }
         Err(problem) => {
             // One log line per failure, however many problems the file has.
             let problem = problem.replace('\n', "; ");
+            tracing::error!(source, path = %path.display(), %problem, "reload failed; the previous version stays in force");
             metrics
                 .reloads
                 .with_label_values(&[source, "failure"])
                 .inc();
-            tracing::error!(source, path = %path.display(), %problem, "reload failed; the previous version stays in force");
         }
     }
 }
@@ -180,11 +181,19 @@ fn spawn_polling(sources: Vec<Source>, metrics: Metrics, poll_every: Duration) -
             .collect();
         let handler = move |ev: notify::Result<notify::Event>| {
             let Ok(ev) = ev else { return };
+            // Another name's content changing (a log file written beside the policy) cannot
+            // change what a watched path reaches; a name made, renamed or removed can.
+            let relinks = matches!(
+                ev.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Remove(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+            );
             for p in &ev.paths {
                 for (i, name, dir) in &names {
                     if p.file_name().map(|n| n.to_os_string()) == *name {
                         let _ = tx.send(Wake::Named(*i));
-                    } else if p.parent() == Some(dir.as_path()) {
+                    } else if relinks && p.parent() == Some(dir.as_path()) {
                         let _ = tx.send(Wake::Folder(*i));
                     }
                 }
@@ -239,8 +248,14 @@ fn spawn_polling(sources: Vec<Source>, metrics: Metrics, poll_every: Duration) -
             if dirty.is_empty() && done.is_empty() {
                 continue;
             }
-            // Debounce: collect events until the folder has been quiet for a moment.
-            while let Ok(Some(msg)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+            // Debounce: collect events until the watched files have been quiet for a moment.
+            // Only events naming them (or SIGHUP) extend the wait: other names in the folder
+            // are compared at the end, and a busy neighbour never holds a reload back.
+            let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+            while let Ok(Some(msg)) = tokio::time::timeout_at(quiet_at, rx.recv()).await {
+                if !matches!(msg, Wake::Folder(_)) {
+                    quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+                }
                 take(msg, n, &mut dirty, &mut check, &mut done);
             }
             dirty.extend(changed(&check, &prints));
@@ -253,15 +268,27 @@ fn spawn_polling(sources: Vec<Source>, metrics: Metrics, poll_every: Duration) -
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let print = fingerprint(&s.path);
-                let result = {
+                // Recorded on the loading thread, right after the swap: whoever sees the new
+                // version sees its count and its log line a moment later at most.
+                let loaded = {
                     let path = s.path.clone();
                     let sources = sources.clone();
-                    tokio::task::spawn_blocking(move || (sources[i].load)(&path))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
+                    let metrics = metrics.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = (sources[i].load)(&path);
+                        record(&metrics, sources[i].name, &path, &result);
+                    })
+                    .await
                 };
+                if let Err(e) = loaded {
+                    record(
+                        &metrics,
+                        s.name,
+                        &s.path,
+                        &Err(format!("loader panicked: {e}")),
+                    );
+                }
                 prints[i] = print;
-                record(&metrics, s.name, &s.path, &result);
             }
             for reply in done {
                 let _ = reply.send(());
@@ -361,6 +388,41 @@ mod tests {
         .await;
         assert_eq!(*policy_seen.lock().unwrap(), "p2");
         drop(handle);
+    }
+
+    /// A file written without pause beside the watched one (a log in the config folder) holds
+    /// no reload back: its events neither start comparisons nor extend the quiet time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_neighbour_does_not_hold_a_reload_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("policy.yaml");
+        std::fs::write(&path, "p1").unwrap();
+        let (policy, seen) = source("policy", path.clone());
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let _handle = spawn_polling(vec![policy], metrics, Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let noise = {
+            let stop = stop.clone();
+            let log = tmp.path().join("purser.log");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(log).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    writeln!(f, "a log line").unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let tmp_file = tmp.path().join(".policy.yaml.tmp");
+        std::fs::write(&tmp_file, "p2").unwrap();
+        std::fs::rename(&tmp_file, &path).unwrap();
+        until("policy p2", Duration::from_secs(2), || {
+            *seen.lock().unwrap() == "p2"
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        noise.join().unwrap();
     }
 
     /// SIGHUP's reload answers once every source has been loaded.
