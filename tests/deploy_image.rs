@@ -4,7 +4,9 @@
 //! image is exported as an OCI layout and its layers unpacked into a root filesystem; purser
 //! runs from there under `chroot` as 65532, with the image's configuration, writes its key into
 //! /var/lib/purser, issues tokens with which skopeo pushes and pulls through Debian's registry,
-//! and reaches slapd by a host name found only in the image's /etc/hosts.
+//! and reaches slapd by a host name found only in the image's /etc/hosts. The settings come
+//! from docs/deploy.md's compose file: purser's environment, and the registry's token settings
+//! with its certificate read from the volume purser writes its key into.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,9 +23,6 @@ use purser_testkit::slapd::{self, Slapd};
 use purser_testkit::*;
 use serde_json::Value;
 
-/// The image's own issuer and service (deploy/image/purser.yaml).
-const IMAGE_ISSUER: &str = "purser";
-const IMAGE_SERVICE: &str = "registry.local";
 /// A name the host does not know: only the image's /etc/hosts resolves it.
 const LDAP_HOST: &str = "ldap.purser-image.test";
 
@@ -240,8 +239,35 @@ fn the_image_serves_tokens_from_chroot_to_the_registry_and_finds_ldap_by_name() 
     let host_hosts = fs::read_to_string("/etc/hosts").unwrap_or_default();
     assert!(!host_hosts.contains(LDAP_HOST));
 
-    // purser from the image's root, as the image's user, with the image's configuration; the
-    // runtime's environment gives the ports and the directory.
+    // docs/deploy.md's compose file: purser's environment, the registry's token settings, and
+    // the volume both mount (purser's key folder, the registry's certificate).
+    let compose: Value =
+        serde_norway::from_str(&doc_block("docs/deploy.md", "# compose.yaml")).unwrap();
+    let svc = &compose["services"];
+    let volume_of = |service: &str, name: &str| -> String {
+        svc[service]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .find_map(|v| v.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{service} mounts no {name}"))
+            .trim_end_matches(":ro")
+            .to_string()
+    };
+    assert_eq!(volume_of("purser", "purser-data"), "/var/lib/purser");
+    assert_eq!(volume_of("purser", "./purser"), "/etc/purser");
+    let reg_env = &svc["registry"]["environment"];
+    assert_eq!(reg_env["REGISTRY_AUTH"], "token");
+    let bundle_in_registry = reg_env["REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE"]
+        .as_str()
+        .unwrap();
+    let bundle = bundle_in_registry
+        .strip_prefix(&format!("{}/", volume_of("registry", "purser-data")))
+        .expect("the registry's certificate is in the shared volume");
+
+    // purser from the image's root, as the image's user, with the image's configuration and
+    // the compose file's environment; the test's runtime adds the ports and the directory.
     let port = free_port();
     let metrics_port = free_port();
     require_program("/usr/sbin/chroot", "coreutils");
@@ -257,6 +283,13 @@ fn the_image_serves_tokens_from_chroot_to_the_registry_and_finds_ldap_by_name() 
         ])
         .arg(format!("127.0.0.1:{port}"))
         .env_clear()
+        .envs(
+            svc["purser"]["environment"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())),
+        )
         .env(
             "PURSER_METRICS__LISTEN",
             format!("127.0.0.1:{metrics_port}"),
@@ -288,9 +321,15 @@ fn the_image_serves_tokens_from_chroot_to_the_registry_and_finds_ldap_by_name() 
 
     let registry = Registry::start(RegistryAuth::Token {
         realm: p.token_url(),
-        service: IMAGE_SERVICE.to_string(),
-        issuer: IMAGE_ISSUER.to_string(),
-        rootcertbundle: rootfs.join("var/lib/purser/signing.crt"),
+        service: reg_env["REGISTRY_AUTH_TOKEN_SERVICE"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        issuer: reg_env["REGISTRY_AUTH_TOKEN_ISSUER"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        rootcertbundle: rootfs.join("var/lib/purser").join(bundle),
     });
     let skopeo = Skopeo::new();
     let image = OciImage::build(1);
