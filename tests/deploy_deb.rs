@@ -80,6 +80,7 @@ fn the_package_installs_into_a_scratch_root_with_unit_config_completions_and_man
         has_deb,
         "cargo-deb is missing: cargo install --locked cargo-deb (scripts/test does it)"
     );
+    require_root("dpkg --root (files owned by the package's user)");
     let release = release_purser_bin();
     let target = release.parent().unwrap().parent().unwrap();
     let mut script = Command::new("scripts/deb");

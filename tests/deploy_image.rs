@@ -143,6 +143,7 @@ fn files(dir: &Path, under: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn the_image_serves_tokens_from_chroot_to_the_registry_and_finds_ldap_by_name() {
+    require_root("unpacking the image with its owners and running it under chroot as 65532");
     let release = release_purser_bin();
     let work = tempfile::Builder::new()
         .prefix("purser-image-")
