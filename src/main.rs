@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use purser_server::config::{Config, LoadOptions, LogLevel};
 
 #[derive(Parser)]
@@ -99,6 +99,16 @@ enum Command {
         /// RFC 3339 (2026-11-30T12:00:00Z); default now.
         #[arg(long)]
         before: Option<String>,
+    },
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (purser.1 and one per subcommand) into a folder.
+    Man {
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -432,6 +442,17 @@ fn main() -> ExitCode {
             account,
             before,
         } => revoke(config, file, &account, before.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "purser", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { out } => match clap_mangen::generate_to(Cli::command(), &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!(
+                "cannot write the manual pages into {}: {e}",
+                out.display()
+            )),
+        },
         Command::Doctor {
             command:
                 Some(DoctorCommand::Ldap {

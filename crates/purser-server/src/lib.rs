@@ -23,6 +23,7 @@ pub mod keys;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod replay;
 pub mod request;

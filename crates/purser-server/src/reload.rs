@@ -3,6 +3,11 @@
 //! A change is noticed two ways: filesystem events on the file's folder (editors and `htpasswd`
 //! replace files by rename, so the folder is watched, not the file), and a once-a-second
 //! comparison of the file's metadata as a safety net for filesystems that send no events.
+//! An event on another name in the folder compares the metadata of the folder's watched files
+//! at once: a Kubernetes ConfigMap or Secret volume never touches `policy.yaml` itself (a
+//! symbolic link to `..data/policy.yaml`); the kubelet writes a new timestamped folder and
+//! renames a `..data_tmp` link over `..data`, so the event names `..data` and only the file the
+//! link now reaches has changed.
 //! Events are debounced, then the whole new file is parsed by the source's loader; only a
 //! complete, valid result is swapped in. A failure keeps the last good version serving and is
 //! logged and counted. SIGHUP reloads every source.
@@ -56,16 +61,35 @@ fn has_content(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
 }
 
+/// What wakes the reload task.
+enum Wake {
+    /// An event named the source's file: load it again.
+    Named(usize),
+    /// An event named something else in the source's folder: load it again if what its path
+    /// reaches has changed (a moved symbolic link, Kubernetes' `..data`).
+    Folder(usize),
+    /// Load every source (SIGHUP); the sender, if any, is told when every load has ended.
+    All(Option<tokio::sync::oneshot::Sender<()>>),
+}
+
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct ReloadHandle {
     _watcher: Option<notify::RecommendedWatcher>,
-    trigger: mpsc::UnboundedSender<Option<usize>>,
+    trigger: mpsc::UnboundedSender<Wake>,
 }
 
 impl ReloadHandle {
     /// Reloads every source now (what SIGHUP does).
     pub fn reload_all(&self) {
-        let _ = self.trigger.send(None);
+        let _ = self.trigger.send(Wake::All(None));
+    }
+
+    /// Reloads every source and resolves once each load has ended, whatever its outcome.
+    pub async fn reload_all_done(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.trigger.send(Wake::All(Some(tx))).is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -73,6 +97,8 @@ impl ReloadHandle {
 pub fn record(metrics: &Metrics, source: &str, path: &Path, result: &Result<String, String>) {
     match result {
         Ok(summary) => {
+            // The log line first, then the counters: a reader who saw the count finds the line.
+            tracing::info!(source, path = %path.display(), %summary, "loaded");
             metrics
                 .reloads
                 .with_label_values(&[source, "success"])
@@ -85,39 +111,90 @@ pub fn record(metrics: &Metrics, source: &str, path: &Path, result: &Result<Stri
                 .reload_last_success
                 .with_label_values(&[source])
                 .set(now);
-            tracing::info!(source, path = %path.display(), %summary, "loaded");
         }
         Err(problem) => {
             // One log line per failure, however many problems the file has.
             let problem = problem.replace('\n', "; ");
+            tracing::error!(source, path = %path.display(), %problem, "reload failed; the previous version stays in force");
             metrics
                 .reloads
                 .with_label_values(&[source, "failure"])
                 .inc();
-            tracing::error!(source, path = %path.display(), %problem, "reload failed; the previous version stays in force");
         }
     }
 }
 
+/// Files a wake-up under what it asks for: a load, a comparison, or every load and a reply.
+fn take(
+    msg: Wake,
+    sources: usize,
+    dirty: &mut HashSet<usize>,
+    check: &mut HashSet<usize>,
+    done: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+) {
+    match msg {
+        Wake::Named(i) => {
+            dirty.insert(i);
+        }
+        Wake::Folder(i) => {
+            check.insert(i);
+        }
+        Wake::All(reply) => {
+            dirty.extend(0..sources);
+            done.extend(reply);
+        }
+    }
+}
+
+/// The folder watched for a source: the one its path names (not where a link leads).
+fn folder_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
 /// Starts watching. Call from within a tokio runtime.
 pub fn spawn(sources: Vec<Source>, metrics: Metrics) -> ReloadHandle {
+    spawn_polling(sources, metrics, POLL)
+}
+
+/// [`spawn`] with the metadata polling's interval given (the tests lengthen it to show that
+/// file events alone find a change).
+fn spawn_polling(sources: Vec<Source>, metrics: Metrics, poll_every: Duration) -> ReloadHandle {
     let sources = Arc::new(sources);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Option<usize>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Wake>();
 
     let watcher = {
         let sources = sources.clone();
         let tx = tx.clone();
-        let names: Vec<(usize, Option<std::ffi::OsString>)> = sources
+        let names: Vec<(usize, Option<std::ffi::OsString>, PathBuf)> = sources
             .iter()
             .enumerate()
-            .map(|(i, s)| (i, s.path.file_name().map(|n| n.to_os_string())))
+            .map(|(i, s)| {
+                (
+                    i,
+                    s.path.file_name().map(|n| n.to_os_string()),
+                    folder_of(&s.path),
+                )
+            })
             .collect();
         let handler = move |ev: notify::Result<notify::Event>| {
             let Ok(ev) = ev else { return };
+            // Another name's content changing (a log file written beside the policy) cannot
+            // change what a watched path reaches; a name made, renamed or removed can.
+            let relinks = matches!(
+                ev.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Remove(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+            );
             for p in &ev.paths {
-                for (i, name) in &names {
+                for (i, name, dir) in &names {
                     if p.file_name().map(|n| n.to_os_string()) == *name {
-                        let _ = tx.send(Some(*i));
+                        let _ = tx.send(Wake::Named(*i));
+                    } else if relinks && p.parent() == Some(dir.as_path()) {
+                        let _ = tx.send(Wake::Folder(*i));
                     }
                 }
             }
@@ -126,12 +203,7 @@ pub fn spawn(sources: Vec<Source>, metrics: Metrics) -> ReloadHandle {
             Ok(mut w) => {
                 let mut dirs = HashSet::new();
                 for s in sources.iter() {
-                    let dir = s
-                        .path
-                        .parent()
-                        .filter(|d| !d.as_os_str().is_empty())
-                        .unwrap_or(Path::new("."))
-                        .to_path_buf();
+                    let dir = folder_of(&s.path);
                     if dirs.insert(dir.clone()) {
                         if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
                             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch folder; changes are found by polling");
@@ -151,36 +223,42 @@ pub fn spawn(sources: Vec<Source>, metrics: Metrics) -> ReloadHandle {
     tokio::spawn(async move {
         let sources = task_sources;
         let mut prints: Vec<Fingerprint> = sources.iter().map(|s| fingerprint(&s.path)).collect();
-        let mut poll = tokio::time::interval(POLL);
+        let mut poll = tokio::time::interval(poll_every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut dirty: HashSet<usize> = HashSet::new();
+            let mut check: HashSet<usize> = HashSet::new();
+            let mut done = Vec::new();
+            let n = sources.len();
             tokio::select! {
                 msg = rx.recv() => match msg {
                     None => return,
-                    Some(Some(i)) => { dirty.insert(i); }
-                    Some(None) => dirty.extend(0..sources.len()),
+                    Some(msg) => take(msg, n, &mut dirty, &mut check, &mut done),
                 },
-                _ = poll.tick() => {
-                    for (i, s) in sources.iter().enumerate() {
-                        if fingerprint(&s.path) != prints[i] {
-                            dirty.insert(i);
-                        }
-                    }
-                }
+                _ = poll.tick() => check.extend(0..sources.len()),
             }
-            if dirty.is_empty() {
+            let changed = |check: &HashSet<usize>, prints: &[Fingerprint]| -> Vec<usize> {
+                check
+                    .iter()
+                    .copied()
+                    .filter(|&i| fingerprint(&sources[i].path) != prints[i])
+                    .collect()
+            };
+            dirty.extend(changed(&check, &prints));
+            if dirty.is_empty() && done.is_empty() {
                 continue;
             }
-            // Debounce: collect events until the folder has been quiet for a moment.
-            while let Ok(Some(msg)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                match msg {
-                    Some(i) => {
-                        dirty.insert(i);
-                    }
-                    None => dirty.extend(0..sources.len()),
+            // Debounce: collect events until the watched files have been quiet for a moment.
+            // Only events naming them (or SIGHUP) extend the wait: other names in the folder
+            // are compared at the end, and a busy neighbour never holds a reload back.
+            let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+            while let Ok(Some(msg)) = tokio::time::timeout_at(quiet_at, rx.recv()).await {
+                if !matches!(msg, Wake::Folder(_)) {
+                    quiet_at = tokio::time::Instant::now() + DEBOUNCE;
                 }
+                take(msg, n, &mut dirty, &mut check, &mut done);
             }
+            dirty.extend(changed(&check, &prints));
             for i in dirty {
                 let s = &sources[i];
                 let deadline = tokio::time::Instant::now() + MISSING_GRACE;
@@ -190,20 +268,175 @@ pub fn spawn(sources: Vec<Source>, metrics: Metrics) -> ReloadHandle {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let print = fingerprint(&s.path);
-                let result = {
+                // Recorded on the loading thread, right after the swap: whoever sees the new
+                // version sees its count and its log line a moment later at most.
+                let loaded = {
                     let path = s.path.clone();
                     let sources = sources.clone();
-                    tokio::task::spawn_blocking(move || (sources[i].load)(&path))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
+                    let metrics = metrics.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = (sources[i].load)(&path);
+                        record(&metrics, sources[i].name, &path, &result);
+                    })
+                    .await
                 };
+                if let Err(e) = loaded {
+                    record(
+                        &metrics,
+                        s.name,
+                        &s.path,
+                        &Err(format!("loader panicked: {e}")),
+                    );
+                }
                 prints[i] = print;
-                record(&metrics, s.name, &s.path, &result);
+            }
+            for reply in done {
+                let _ = reply.send(());
             }
         }
     });
     ReloadHandle {
         _watcher: watcher,
         trigger: tx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::disallowed_methods,
+        reason = "test code: a panic is the failure report, and tests may read the real clock"
+    )]
+
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use purser_testkit::kube::ConfigMapVolume;
+
+    use super::*;
+
+    /// A source whose loader keeps the file's text, refusing a text that starts with `broken`.
+    fn source(name: &'static str, path: PathBuf) -> (Source, Arc<Mutex<String>>) {
+        let seen = Arc::new(Mutex::new(String::new()));
+        let held = seen.clone();
+        let load: Loader = Box::new(move |p: &Path| {
+            let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+            if text.starts_with("broken") {
+                return Err("broken".into());
+            }
+            *held.lock().unwrap() = text.clone();
+            Ok(text)
+        });
+        (Source { name, path, load }, seen)
+    }
+
+    async fn until(what: &str, bound: Duration, cond: impl Fn() -> bool) -> Duration {
+        let started = Instant::now();
+        while !cond() {
+            assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
+    /// The kubelet's swap of `..data` names neither file, yet each is reloaded at once from the
+    /// folder's events: polling is off (an hour) so that events alone must find it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_configmap_swap_is_found_by_events_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volume = ConfigMapVolume::create(
+            tmp.path(),
+            &[("policy.yaml", "p1"), ("users.htpasswd", "u1")],
+        );
+        let (policy, policy_seen) = source("policy", volume.path("policy.yaml"));
+        let (users, users_seen) = source("htpasswd", volume.path("users.htpasswd"));
+        *policy_seen.lock().unwrap() = "p1".into();
+        *users_seen.lock().unwrap() = "u1".into();
+        let registry = prometheus::Registry::new();
+        let metrics = Metrics::new(registry).unwrap();
+        let handle = spawn_polling(
+            vec![policy, users],
+            metrics.clone(),
+            Duration::from_secs(3600),
+        );
+        // The first poll tick fires at once: let it pass before editing.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        volume.update(&[("policy.yaml", "p2"), ("users.htpasswd", "u1")]);
+        until("policy p2", Duration::from_secs(2), || {
+            *policy_seen.lock().unwrap() == "p2"
+        })
+        .await;
+        volume.update(&[("policy.yaml", "p2"), ("users.htpasswd", "u2")]);
+        until("htpasswd u2", Duration::from_secs(2), || {
+            *users_seen.lock().unwrap() == "u2"
+        })
+        .await;
+
+        // A broken version is refused and counted; the last good one stays.
+        let failures = || {
+            metrics
+                .reloads
+                .with_label_values(&["policy", "failure"])
+                .get()
+        };
+        volume.update(&[("policy.yaml", "broken"), ("users.htpasswd", "u2")]);
+        until("the failure counted", Duration::from_secs(2), || {
+            failures() == 1
+        })
+        .await;
+        assert_eq!(*policy_seen.lock().unwrap(), "p2");
+        drop(handle);
+    }
+
+    /// A file written without pause beside the watched one (a log in the config folder) holds
+    /// no reload back: its events neither start comparisons nor extend the quiet time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_neighbour_does_not_hold_a_reload_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("policy.yaml");
+        std::fs::write(&path, "p1").unwrap();
+        let (policy, seen) = source("policy", path.clone());
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let _handle = spawn_polling(vec![policy], metrics, Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let noise = {
+            let stop = stop.clone();
+            let log = tmp.path().join("purser.log");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(log).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    writeln!(f, "a log line").unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let tmp_file = tmp.path().join(".policy.yaml.tmp");
+        std::fs::write(&tmp_file, "p2").unwrap();
+        std::fs::rename(&tmp_file, &path).unwrap();
+        until("policy p2", Duration::from_secs(2), || {
+            *seen.lock().unwrap() == "p2"
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        noise.join().unwrap();
+    }
+
+    /// SIGHUP's reload answers once every source has been loaded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reload_all_done_resolves_after_the_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("policy.yaml");
+        std::fs::write(&path, "p1").unwrap();
+        let (policy, seen) = source("policy", path.clone());
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let handle = spawn_polling(vec![policy], metrics, Duration::from_secs(3600));
+        tokio::time::timeout(Duration::from_secs(10), handle.reload_all_done())
+            .await
+            .expect("the reload ends");
+        assert_eq!(*seen.lock().unwrap(), "p1");
     }
 }

@@ -193,12 +193,18 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         )))
     };
 
+    // Readiness for systemd (Type=notify); nothing is sent outside it.
+    let notifier = crate::notify::Notifier::from_env();
+
     // SIGHUP reloads every watched file.
     if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        let notifier = notifier.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP received: reloading watched files");
-                reloader.reload_all();
+                notifier.reloading();
+                reloader.reload_all_done().await;
+                notifier.ready("serving");
             }
         });
     }
@@ -213,7 +219,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         "purser serving"
     );
     let acceptor = tls.map(crate::tls::acceptor);
-    http::serve_tokens(listener, svc, acceptor, http::SHUTDOWN_GRACE, terminate())
+    notifier.ready("serving");
+    let stopping = async move {
+        terminate().await;
+        notifier.stopping();
+    };
+    http::serve_tokens(listener, svc, acceptor, http::SHUTDOWN_GRACE, stopping)
         .await
         .map_err(|e| ServeError::Other(e.to_string()))?;
     let _ = stop_tx.send(true);

@@ -20,7 +20,7 @@
 //! One module per concern. The everyday ones are re-exported here, so a test says
 //! `use purser_testkit::*;`; the specialised ones are used by path: [`slapd`] (OpenLDAP),
 //! [`samba`] (Active Directory: a Samba domain controller),
-//! [`redis`] (a throwaway redis-server),
+//! [`redis`] (a throwaway redis-server), [`kube`] (a ConfigMap volume as the kubelet writes it),
 //! [`clients`] (docker, containerd, podman, buildah and the host guard), [`ops`] (TLS, signals,
 //! JSON logs) and [`policy`] (live policy edits, the request loop, `policy explain` output).
 //!
@@ -36,8 +36,10 @@
 #![warn(missing_docs)]
 
 pub mod clients;
+pub mod docs;
 pub mod http;
 pub mod jwt;
+pub mod kube;
 pub mod metrics;
 pub mod oci;
 pub mod openssl;
@@ -54,6 +56,7 @@ pub mod slapd;
 pub mod stack;
 pub mod wait;
 
+pub use docs::*;
 pub use http::*;
 pub use jwt::*;
 pub use metrics::*;

@@ -103,3 +103,13 @@ pub fn htpasswd(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("htpasswd output is UTF-8")
 }
+
+/// Panics unless the tests run as root, naming what needs it (`chroot`, files owned by another
+/// user, a package's install into a scratch root). `scripts/test` runs as root in CI.
+pub fn require_root(what: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let uid = fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    assert_eq!(uid, 0, "{what} needs root: run the tests as root (CI does)");
+}

@@ -50,6 +50,58 @@ pub fn purser_bin() -> &'static Path {
     })
 }
 
+/// The release build of purser (`cargo build --release --locked --bin purser`), built once per
+/// test binary and shared by the tests that package it (the container image, the Debian
+/// package): the first caller of a run pays for the build, the others find it done. Its target
+/// folder is the one of [`purser_bin`].
+pub fn release_purser_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = purser_bin()
+            .parent()
+            .and_then(Path::parent)
+            .expect("the target folder above the debug binary")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        // What cargo sets for this test process is not the build's: some build scripts track
+        // CARGO_MANIFEST_DIR, and an inherited one would make the build differ from the
+        // operator's `cargo build --release` (and from the other test binaries' call).
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            let set_for_tests = k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    k.as_str(),
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                );
+            if set_for_tests {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .args(["build", "--release", "--locked", "--bin", "purser"])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR").to_string() + "/../..")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo build --release");
+        assert!(
+            out.status.success(),
+            "cargo build --release failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = target.join("release").join("purser");
+        assert!(bin.is_file(), "no release binary at {}", bin.display());
+        bin
+    })
+}
+
 /// Runs `purser ARGS` with `stdin` and returns its output.
 pub fn run_purser(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(purser_bin())
@@ -359,6 +411,36 @@ impl Purser {
             stderr,
             key_file,
         }
+    }
+
+    /// Runs `cmd` (purser under a wrapper, such as `chroot` into an image's root filesystem)
+    /// with its output in `dir`, and waits until `GET http://127.0.0.1:PORT/readyz` answers 200.
+    /// The wrapper must exec purser, so that the child is purser itself.
+    pub fn launch_command(
+        dir: TempDir,
+        mut cmd: Command,
+        port: u16,
+        metrics_port: u16,
+        key_file: PathBuf,
+    ) -> Purser {
+        let (stdout, stderr, o, e) = log_files(dir.path(), "purser");
+        cmd.stdin(Stdio::null()).stdout(o).stderr(e);
+        let child = cmd.spawn().expect("spawn purser");
+        let mut p = Purser {
+            child,
+            dir,
+            port,
+            metrics_port,
+            stdout,
+            stderr,
+            key_file,
+        };
+        let url = format!("{}/readyz", p.base_url());
+        p.wait_answering(
+            "GET /readyz == 200",
+            |_| matches!(Http::get(&url).send(), Ok(r) if r.status == 200),
+        );
+        p
     }
 
     /// Polls `ready` until it holds, within the readiness deadline; panics with the logs when
