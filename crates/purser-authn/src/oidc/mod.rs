@@ -205,9 +205,10 @@ impl OidcAuthenticator {
         }
     }
 
-    /// Whether `name` is the user name of an issuer (a login this backend answers).
+    /// Whether `name` is the user name of an issuer (a login this backend answers); the empty
+    /// name, the token exchange's, matches every issuer.
     pub fn knows_username(&self, name: &str) -> bool {
-        self.issuers.iter().any(|i| i.settings.username == name)
+        name.is_empty() || self.issuers.iter().any(|i| i.settings.username == name)
     }
 
     /// Fetches the keys of every issuer whose keys are due (never fetched, older than
@@ -385,11 +386,9 @@ impl OidcAuthenticator {
         // The issuer first, read without trusting anything: it only picks which configured
         // issuer's keys and rules apply. Nothing is fetched for an issuer not configured.
         let iss = unverified_issuer(token).ok_or_else(|| refused("the OIDC token is not a JWT"))?;
-        let Some(index) = self
-            .issuers
-            .iter()
-            .position(|i| i.settings.issuer == iss && i.settings.username == username)
-        else {
+        let Some(index) = self.issuers.iter().position(|i| {
+            i.settings.issuer == iss && (username.is_empty() || i.settings.username == username)
+        }) else {
             return Err(refused("the OIDC token's issuer is not accepted here"));
         };
         let issuer = &self.issuers[index];

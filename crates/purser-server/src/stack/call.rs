@@ -13,6 +13,8 @@ pub enum Proof {
     Password(Credentials),
     Anonymous,
     Refresh(String),
+    /// An RFC 8693 token exchange: an OIDC ID token, checked by the oidc backend alone.
+    SubjectToken(purser_core::Password),
 }
 
 /// One token request, parsed and checked for shape before anything costly happens.
@@ -81,6 +83,8 @@ pub struct Audit {
     pub backend: Option<&'static str>,
     /// The groups the account was given (by its backend), as the policy saw them.
     pub groups: Vec<String>,
+    /// The labels the backend attached (an OIDC token's claims), as the policy saw them.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub decisions: Vec<(ResourceScope, Grant)>,
     /// The login was accepted from the credential cache while its backend was unavailable
     /// (`authn.cache_stale_if_unavailable`).

@@ -62,6 +62,7 @@ impl Service<TokenCall> for IssueService {
             machine_token: caller.identity.machine.as_ref().map(|m| m.name.clone()),
             backend: caller.backend,
             groups: caller.identity.groups.clone(),
+            labels: caller.identity.labels.clone(),
             decisions: Vec::with_capacity(call.scopes.len()),
             ..Audit::default()
         };
@@ -146,10 +147,13 @@ impl IssueSettings {
             Some(_) if call.want_refresh && caller.presented_refresh.is_some() => {
                 caller.presented_refresh
             }
+            // An OIDC login has no session to refresh: the CI job asks its issuer for a new
+            // ID token instead.
             Some(bk)
                 if call.want_refresh
                     && !self.refresh_lifetime.is_zero()
-                    && !identity.is_anonymous() =>
+                    && !identity.is_anonymous()
+                    && bk != purser_authn::oidc::NAME =>
             {
                 // A machine token is looked up by its name, and its session never outlives it.
                 let token = identity.machine.as_ref().map(|m| m.name.as_str());
