@@ -39,6 +39,7 @@ pub mod http;
 pub mod jwt;
 pub mod metrics;
 pub mod oci;
+pub mod oidc;
 pub mod openssl;
 pub mod ops;
 pub mod policy;
