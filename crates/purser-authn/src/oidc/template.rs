@@ -112,11 +112,7 @@ impl ClaimGlob {
                         next[j] = reach;
                     }
                 }
-                '?' => {
-                    for j in 0..n {
-                        next[j + 1] = cur[j];
-                    }
-                }
+                '?' => next[1..=n].copy_from_slice(&cur[..n]),
                 lit => {
                     for j in 0..n {
                         next[j + 1] = cur[j] && v[j] == lit;

@@ -233,7 +233,7 @@ async fn a_good_token_gives_account_groups_and_labels() {
     // Another user name is not this backend's.
     let other = f
         .oidc
-        .authenticate(&Credentials::new("alice", &good(&f)))
+        .authenticate(&Credentials::new("alice", good(&f)))
         .await;
     assert_eq!(other, Ok(AuthnOutcome::UnknownUser));
 }
