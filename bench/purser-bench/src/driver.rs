@@ -118,6 +118,9 @@ pub enum Target {
         /// The failed-login state in a redis-server of its own (`state.backend: redis`).
         #[serde(default)]
         redis: bool,
+        /// The clients log in with OIDC ID tokens of a stand-in issuer (`authn.order: [oidc]`).
+        #[serde(default)]
+        oidc: bool,
     },
     /// The minimal hyper endpoint.
     Limit,
@@ -142,6 +145,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scopes,
         machine_tokens: false,
         redis: false,
+        oidc: false,
     };
     let mut out = Vec::new();
     for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
@@ -192,6 +196,24 @@ pub fn scenarios() -> Vec<Scenario> {
             scopes: 1,
             machine_tokens: true,
             redis: false,
+            oidc: false,
+        },
+        connections: 16,
+        probe: false,
+    });
+    // OIDC logins with the issuer's keys cached: every request verifies an RS256 ID token
+    // (never remembered by the credential cache); judged against the warm path of the same run.
+    out.push(Scenario {
+        name: OIDC.into(),
+        target: Target::Purser {
+            alg: Alg::Es256,
+            warm: false,
+            large_users: false,
+            large_policy: false,
+            scopes: 1,
+            machine_tokens: false,
+            redis: false,
+            oidc: true,
         },
         connections: 16,
         probe: false,
@@ -479,6 +501,12 @@ struct Prepared {
     /// One machine token per active user, with the user's name: (name, secret).
     machine: ActiveUsers,
     tokens: PathBuf,
+    /// One OIDC ID token per active user: ("oidc", token).
+    oidc: ActiveUsers,
+    /// The stand-in issuer's address, folder (certificates, JWKS) and URL.
+    issuer_addr: std::net::SocketAddr,
+    issuer_dir: PathBuf,
+    issuer_url: String,
 }
 
 fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
@@ -519,7 +547,18 @@ fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
     std::fs::write(&policy_large, fixtures::policy(true))?;
     let tokens = w.join("tokens.yaml");
     let machine = fixtures::write_tokens(&tokens, &active)?;
+    let issuer_dir = w.join("issuer");
+    std::fs::create_dir_all(&issuer_dir)?;
+    crate::issuer::make_certs(&issuer_dir)?;
+    let issuer_addr = free_addr()?;
+    let issuer_url = format!("https://{issuer_addr}");
+    let oidc =
+        crate::issuer::write_keys_and_tokens(&issuer_url, &active, &issuer_dir.join("jwks.json"))?;
     Ok(Prepared {
+        oidc,
+        issuer_addr,
+        issuer_dir,
+        issuer_url,
         machine,
         tokens,
         keys,
@@ -563,6 +602,7 @@ fn run_scenario(
     let log_file = std::fs::File::create(&log)?;
     // Stopped when the scenario ends (dropped after the server).
     let mut _redis_server: Option<Running> = None;
+    let mut _issuer: Option<Running> = None;
     let (mut server, requests, warm) = match &s.target {
         Target::Purser {
             alg,
@@ -572,7 +612,36 @@ fn run_scenario(
             scopes,
             machine_tokens,
             redis,
+            oidc,
         } => {
+            if *oidc {
+                let mut cmd = pinned(&opts.load_cpus, &opts.bench_exe);
+                cmd.arg("issuer")
+                    .arg("--listen")
+                    .arg(p.issuer_addr.to_string())
+                    .arg("--cert")
+                    .arg(p.issuer_dir.join("server.pem"))
+                    .arg("--key")
+                    .arg(p.issuer_dir.join("server.key"))
+                    .arg("--jwks")
+                    .arg(p.issuer_dir.join("jwks.json"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let child = cmd.spawn().context("cannot start the stand-in issuer")?;
+                _issuer = Some(Running {
+                    child,
+                    what: "the stand-in issuer".into(),
+                });
+                // Listening before purser starts, so that its first fetch of the keys succeeds.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while TcpStream::connect_timeout(&p.issuer_addr, Duration::from_secs(1)).is_err() {
+                    if Instant::now() > deadline {
+                        bail!("the stand-in issuer does not listen on {}", p.issuer_addr);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
             let redis_url = if *redis {
                 let (server, url) = start_redis(opts)?;
@@ -581,6 +650,7 @@ fn run_scenario(
             } else {
                 None
             };
+            let ca = p.issuer_dir.join("ca.pem");
             let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
             let listen = addr.to_string();
             std::fs::write(
@@ -602,6 +672,7 @@ fn run_scenario(
                     cache_ttl: if *warm { "10m" } else { "0s" },
                     tokens: machine_tokens.then_some(p.tokens.as_path()),
                     redis_url: redis_url.as_deref(),
+                    oidc: oidc.then(|| (p.issuer_url.as_str(), ca.as_path())),
                 }),
             )?;
             let mut cmd = pinned(&opts.server_cpus, &opts.server.program);
@@ -615,6 +686,8 @@ fn run_scenario(
             let child = cmd.spawn().context("cannot start the server")?;
             let clients = if *machine_tokens {
                 &p.machine
+            } else if *oidc {
+                &p.oidc
             } else {
                 &p.active
             };
@@ -657,6 +730,26 @@ fn run_scenario(
         Target::Limit => "/",
     };
     wait_ready(&mut server, addr, ready_path, &log)?;
+    if matches!(s.target, Target::Purser { oidc: true, .. }) {
+        // /readyz answers 200 while the issuer's keys are still being fetched (a degraded
+        // note): wait until it no longer says so, so that the run measures cached keys.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let req = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        loop {
+            let (status, body) = fetch(addr, req)?;
+            if status == 200 && !String::from_utf8_lossy(&body).contains("OIDC") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: the issuer's keys were not fetched; see {}",
+                    s.name,
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     if warm {
         // Every user logs in once, so the run measures cache hits only.
         for req in fixtures::priming_requests(&p.active) {
@@ -744,6 +837,8 @@ fn rates(opts: &Options, t: &Timing, p: &Prepared) -> anyhow::Result<Vec<Rate>> 
 pub const BASE: &str = "warm ES256 c16";
 /// The machine-token scenario, judged against [`BASE`].
 pub const MACHINE: &str = "machine tokens ES256 c16 cache off";
+/// The OIDC scenario, judged against [`BASE`].
+pub const OIDC: &str = "oidc logins ES256 c16 cached keys";
 
 /// The base scenario once more, as a reference measured next to a variant: its tokens/s.
 fn run_base(opts: &Options, t: &Timing, p: &Prepared, limit_body: usize) -> anyhow::Result<f64> {
@@ -787,8 +882,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         // on either side of it too (the "after" of one serves as the "before" of the next).
         let scale_variant = matches!(
             s.target,
-            Target::Purser { large_users, large_policy, machine_tokens, .. }
-                if large_users || large_policy || machine_tokens
+            Target::Purser { large_users, large_policy, machine_tokens, oidc, .. }
+                if large_users || large_policy || machine_tokens || oidc
         );
         let base_before = match (scale_variant, last_base.take()) {
             (false, _) => None,
@@ -965,6 +1060,11 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
             MACHINE,
             "5. machine-token logins, cache off >= 90% of the warm path",
             0.9,
+        ),
+        (
+            OIDC,
+            "7. OIDC logins with cached keys >= 70% of the warm path",
+            0.7,
         ),
     ] {
         let Some(r) = row(rows, name) else { continue };

@@ -194,6 +194,7 @@ fn run(
         cache_ttl: "10m",
         tokens: None,
         redis_url: None,
+        oidc: None,
     })
     .replace(
         "metrics:\n  listen: \"\"",
@@ -247,6 +248,7 @@ fn run(
             scopes: 1,
             machine_tokens: false,
             redis: false,
+            oidc: false,
         },
         connections: CONNECTIONS,
         probe: false,
