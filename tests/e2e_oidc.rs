@@ -411,3 +411,74 @@ fn policy_tools_take_labels() {
     );
     assert!(!bad.status.success());
 }
+
+#[test]
+fn docker_logs_in_with_a_provider_token_on_stdin_and_pushes() {
+    use purser_testkit::clients::{Dockerd, HostGuard};
+    let p = provider();
+    let guard = HostGuard::new();
+    let base = tempfile::Builder::new()
+        .prefix("oidc-docker-e2e-")
+        .tempdir()
+        .unwrap();
+    {
+        let stack = Stack::start_with(config(p), &[("policy.yaml", OIDC_POLICY)], None);
+        let mut dockerd = Dockerd::start(base.path());
+        let cfg = dockerd.new_config("oidc");
+        let host = stack.registry.host();
+        let rootfs = dockerd.dir().join("rootfs.tar");
+        std::fs::write(
+            &rootfs,
+            tar_archive(&[("hello.txt", random_hex(32).as_bytes())]),
+        )
+        .unwrap();
+        let image = format!("{host}/ci/acme/app/docker:1");
+        let o = dockerd.cli(&cfg, &["import", &rootfs.display().to_string(), &image]);
+        assert!(o.ok, "docker import: {}{}", o.stdout, o.stderr);
+
+        // docker login -u oidc --password-stdin <<< "$ID_TOKEN", through a shell for the stdin.
+        let token = p.token("main");
+        let token_file = dockerd.dir().join("id-token");
+        std::fs::write(&token_file, &token).unwrap();
+        let login = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "DOCKER_CONFIG='{}' docker -H 'unix://{}' login -u oidc --password-stdin '{host}' < '{}'",
+                cfg.display(),
+                dockerd.dir().join("docker.sock").display(),
+                token_file.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            login.status.success(),
+            "docker login: {}{}\n{}",
+            String::from_utf8_lossy(&login.stdout),
+            String::from_utf8_lossy(&login.stderr),
+            stack.logs()
+        );
+        let o = dockerd.cli(&cfg, &["push", &image]);
+        assert!(
+            o.ok,
+            "docker push: {}{}\n{}",
+            o.stdout,
+            o.stderr,
+            stack.logs()
+        );
+        assert!(stack.exists("ci/acme/app/docker:1"));
+        // A branch outside the repository's own name is refused.
+        let other = format!("{host}/ci/acme/other:1");
+        assert!(dockerd.cli(&cfg, &["tag", &image, &other]).ok);
+        assert!(
+            !dockerd.cli(&cfg, &["push", &other]).ok,
+            "push outside the label"
+        );
+        assert!(
+            !stack.purser.log_text().contains(&token),
+            "the token reached the log"
+        );
+        dockerd.stop();
+    }
+    guard.remove_outside_writes();
+    base.close().unwrap();
+}

@@ -16,7 +16,7 @@ mod template;
 pub use keys::MAX_KEYS;
 pub use template::{valid_claim_name, ClaimGlob, Template, MAX_CLAIM_VALUE};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use purser_core::{
     Authenticator, AuthnOutcome, BackendError, BackendName, Clock, Credentials, Identity,
 };
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use keys::{family, parse_jwks, Key};
 
@@ -38,6 +39,9 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY: Duration = Duration::from_secs(60);
+
+/// Most tokens remembered as verified; past it the memory is emptied and refills.
+pub const MAX_VERIFIED: usize = 10_000;
 
 /// The algorithms an issuer may be configured with: asymmetric signatures only.
 pub const ALGORITHMS: &[&str] = &[
@@ -145,6 +149,11 @@ struct Issuer {
 /// The authenticator.
 pub struct OidcAuthenticator {
     issuers: Vec<Issuer>,
+    /// Tokens already verified, by a SHA-256 of the user name and the token: a CI job sends
+    /// one ID token for each of its requests (docker asks for a token per repository and
+    /// action), and each is verified once. An entry serves only with the very key set it was
+    /// verified against (a refetch re-verifies) and only until the token's `exp`.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
     timing: KeyTiming,
     clock: Arc<dyn Clock>,
     events: Arc<dyn OidcEvents>,
@@ -163,6 +172,14 @@ impl std::fmt::Debug for OidcAuthenticator {
             )
             .finish()
     }
+}
+
+/// A token verified once.
+struct Verified {
+    issuer: usize,
+    identity: Identity,
+    exp: i64,
+    keys: Arc<KeySet>,
 }
 
 /// Why a token was refused: the reason is shown to the client (it names no secret and no key).
@@ -199,10 +216,30 @@ impl OidcAuthenticator {
                     fetching: tokio::sync::Mutex::new(()),
                 })
                 .collect(),
+            verified: Mutex::new(HashMap::new()),
             timing,
             clock,
             events,
         }
+    }
+
+    /// The identity of a token verified before, while its key set is the issuer's current one
+    /// and it has not expired.
+    fn remembered(&self, key: &[u8; 32]) -> Option<(usize, Identity)> {
+        let memory = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        let v = memory.get(key)?;
+        let current = self.usable(&self.issuers[v.issuer])?;
+        let fresh = Arc::ptr_eq(&current, &v.keys)
+            && self.now_secs() <= v.exp.saturating_add(LEEWAY.as_secs() as i64);
+        fresh.then(|| (v.issuer, v.identity.clone()))
+    }
+
+    fn remember(&self, key: [u8; 32], v: Verified) {
+        let mut memory = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if memory.len() >= MAX_VERIFIED {
+            memory.clear();
+        }
+        memory.insert(key, v);
     }
 
     /// Whether `name` is the user name of an issuer (a login this backend answers); the empty
@@ -378,7 +415,7 @@ impl OidcAuthenticator {
         &self,
         username: &str,
         token: &str,
-    ) -> Result<(usize, Identity), (Option<usize>, Failure)> {
+    ) -> Result<Verified, (Option<usize>, Failure)> {
         let refused = |r: &'static str| (None, Failure::Refused(Refusal(r)));
         if token.len() > MAX_TOKEN_BYTES {
             return Err(refused("the OIDC token is too long"));
@@ -470,7 +507,13 @@ impl OidcAuthenticator {
                 identity.labels.insert(k.clone(), v);
             }
         }
-        Ok((index, identity))
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        Ok(Verified {
+            issuer: index,
+            identity,
+            exp,
+            keys: set,
+        })
     }
 
     fn check_times(&self, s: &IssuerSettings, claims: &Map<String, Value>) -> Result<(), Refusal> {
@@ -537,8 +580,23 @@ impl Authenticator for OidcAuthenticator {
         if !self.knows_username(&creds.username) {
             return Ok(AuthnOutcome::UnknownUser);
         }
-        match self.verify(&creds.username, creds.password.expose()).await {
-            Ok((index, identity)) => {
+        let token = creds.password.expose();
+        let key: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(creds.username.as_bytes());
+            h.update([0u8]);
+            h.update(token.as_bytes());
+            h.finalize().into()
+        };
+        if let Some((index, identity)) = self.remembered(&key) {
+            self.events
+                .login(&self.issuers[index].settings.issuer, "accepted");
+            return Ok(AuthnOutcome::Accepted(identity));
+        }
+        match self.verify(&creds.username, token).await {
+            Ok(v) => {
+                let (index, identity) = (v.issuer, v.identity.clone());
+                self.remember(key, v);
                 self.events
                     .login(&self.issuers[index].settings.issuer, "accepted");
                 Ok(AuthnOutcome::Accepted(identity))

@@ -451,3 +451,34 @@ async fn oversized_tokens_and_symmetric_keys_are_refused() {
     assert!(parse_algorithm("HS256").is_none());
     assert_eq!(parse_algorithm("ES256"), Some(Algorithm::ES256));
 }
+
+#[tokio::test]
+async fn a_verified_token_is_remembered_until_its_exp_and_only_with_its_keys() {
+    let f = fixture();
+    let (k1, k2) = keys();
+    let now = f.now();
+    let t = with(&f, json!({"exp": now + 100, "iat": now}));
+    assert!(matches!(f.login(&t).await, Ok(AuthnOutcome::Accepted(_))));
+    assert_eq!(f.oidc.verified.lock().unwrap().len(), 1);
+    // Refusals are never remembered.
+    f.refused(&with(&f, json!({"aud": "elsewhere"})), "audience")
+        .await;
+    assert_eq!(f.oidc.verified.lock().unwrap().len(), 1);
+    // The same token again: answered from memory, same identity.
+    let Ok(AuthnOutcome::Accepted(id)) = f.login(&t).await else {
+        panic!("remembered");
+    };
+    assert_eq!(id.labels["repository"], "acme/app");
+    // Past its exp (and the leeway) it is refused, remembered or not.
+    f.clock.advance(Duration::from_secs(100 + 61));
+    f.refused(&t, "expired").await;
+    // A refetch of the keys re-verifies: once the issuer no longer publishes k1, a token
+    // remembered under k1 is refused.
+    let t = good(&f);
+    assert!(matches!(f.login(&t).await, Ok(AuthnOutcome::Accepted(_))));
+    f.jwks.set(&[k2]);
+    f.clock.advance(Duration::from_secs(301));
+    f.oidc.refresh_due().await;
+    f.refused(&t, "not among").await;
+    let _ = k1;
+}
