@@ -1,7 +1,8 @@
 //! OIDC workload identity end to end, against a real OpenID provider (`oidc-provider` from npm,
 //! over HTTPS with a test CA; scripts/test installs it), started once for this binary and
-//! shared by its tests: its tokens log skopeo in through the distribution registry (Basic, as
-//! `docker login -u oidc` does), the POST password grant and the token exchange answer alike,
+//! shared by its tests: its tokens log skopeo and docker (`docker login -u oidc
+//! --password-stdin`) in through the distribution registry, the POST password grant and the
+//! token exchange answer alike,
 //! the claims reach the policy as account, groups and labels (and the audit record), and the
 //! provider's tokens that break a rule (audience, lifetime, `require`) are refused.
 
