@@ -232,6 +232,9 @@ enum PolicyCommand {
         account: String,
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// A label of the caller, KEY=VALUE (an OIDC token's claim); repeatable.
+        #[arg(long = "label", value_parser = purser_server::check::parse_label)]
+        labels: Vec<(String, String)>,
         #[arg(long)]
         ip: Option<IpAddr>,
         /// The service (default: the first of token.service).
@@ -244,6 +247,9 @@ enum PolicyCommand {
     Test {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A label given to every case, KEY=VALUE (a case's own labels win); repeatable.
+        #[arg(long = "label", value_parser = purser_server::check::parse_label)]
+        labels: Vec<(String, String)>,
         cases: PathBuf,
     },
     /// Decide the requests of JSON audit logs again with POLICY and list the decisions that
@@ -676,6 +682,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
             config,
             account,
             groups,
+            labels,
             ip,
             service,
             scopes,
@@ -684,10 +691,11 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            match purser_server::check::explain(
+            match purser_server::check::explain_labeled(
                 &loaded.config,
                 &account,
                 groups,
+                labels.into_iter().collect(),
                 ip,
                 service,
                 &scopes,
@@ -699,12 +707,17 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        PolicyCommand::Test { config, cases } => {
+        PolicyCommand::Test {
+            config,
+            labels,
+            cases,
+        } => {
             let loaded = match load(config, None, None) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            match purser_server::check::policy_test(&loaded.config, &cases) {
+            let labels = labels.into_iter().collect();
+            match purser_server::check::policy_test_labeled(&loaded.config, &cases, &labels) {
                 Ok((passed, failures)) => {
                     for f in &failures {
                         println!("{f}");

@@ -122,6 +122,9 @@ pub enum Target {
         /// the live one.
         #[serde(default)]
         shadow: bool,
+        /// The clients log in with OIDC ID tokens of a stand-in issuer (`authn.order: [oidc]`).
+        #[serde(default)]
+        oidc: bool,
     },
     /// The minimal hyper endpoint.
     Limit,
@@ -147,6 +150,7 @@ pub fn scenarios() -> Vec<Scenario> {
         machine_tokens: false,
         redis: false,
         shadow: false,
+        oidc: false,
     };
     let mut out = Vec::new();
     for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
@@ -198,6 +202,25 @@ pub fn scenarios() -> Vec<Scenario> {
             machine_tokens: true,
             redis: false,
             shadow: false,
+            oidc: false,
+        },
+        connections: 16,
+        probe: false,
+    });
+    // OIDC logins with the issuer's keys cached: every request verifies an RS256 ID token
+    // (never remembered by the credential cache); judged against the warm path of the same run.
+    out.push(Scenario {
+        name: OIDC.into(),
+        target: Target::Purser {
+            alg: Alg::Es256,
+            warm: false,
+            large_users: false,
+            large_policy: false,
+            scopes: 1,
+            machine_tokens: false,
+            redis: false,
+            shadow: false,
+            oidc: true,
         },
         connections: 16,
         probe: false,
@@ -497,6 +520,12 @@ struct Prepared {
     /// One machine token per active user, with the user's name: (name, secret).
     machine: ActiveUsers,
     tokens: PathBuf,
+    /// One OIDC ID token per active user: ("oidc", token).
+    oidc: ActiveUsers,
+    /// The stand-in issuer's address, folder (certificates, JWKS) and URL.
+    issuer_addr: std::net::SocketAddr,
+    issuer_dir: PathBuf,
+    issuer_url: String,
 }
 
 fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
@@ -537,7 +566,18 @@ fn prepare(opts: &Options, t: &Timing) -> anyhow::Result<Prepared> {
     std::fs::write(&policy_large, fixtures::policy(true))?;
     let tokens = w.join("tokens.yaml");
     let machine = fixtures::write_tokens(&tokens, &active)?;
+    let issuer_dir = w.join("issuer");
+    std::fs::create_dir_all(&issuer_dir)?;
+    crate::issuer::make_certs(&issuer_dir)?;
+    let issuer_addr = free_addr()?;
+    let issuer_url = format!("https://{issuer_addr}");
+    let oidc =
+        crate::issuer::write_keys_and_tokens(&issuer_url, &active, &issuer_dir.join("jwks.json"))?;
     Ok(Prepared {
+        oidc,
+        issuer_addr,
+        issuer_dir,
+        issuer_url,
         machine,
         tokens,
         keys,
@@ -581,6 +621,7 @@ fn run_scenario(
     let log_file = std::fs::File::create(&log)?;
     // Stopped when the scenario ends (dropped after the server).
     let mut _redis_server: Option<Running> = None;
+    let mut _issuer: Option<Running> = None;
     let (mut server, requests, warm) = match &s.target {
         Target::Purser {
             alg,
@@ -591,7 +632,36 @@ fn run_scenario(
             machine_tokens,
             redis,
             shadow,
+            oidc,
         } => {
+            if *oidc {
+                let mut cmd = pinned(&opts.load_cpus, &opts.bench_exe);
+                cmd.arg("issuer")
+                    .arg("--listen")
+                    .arg(p.issuer_addr.to_string())
+                    .arg("--cert")
+                    .arg(p.issuer_dir.join("server.pem"))
+                    .arg("--key")
+                    .arg(p.issuer_dir.join("server.key"))
+                    .arg("--jwks")
+                    .arg(p.issuer_dir.join("jwks.json"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let child = cmd.spawn().context("cannot start the stand-in issuer")?;
+                _issuer = Some(Running {
+                    child,
+                    what: "the stand-in issuer".into(),
+                });
+                // Listening before purser starts, so that its first fetch of the keys succeeds.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while TcpStream::connect_timeout(&p.issuer_addr, Duration::from_secs(1)).is_err() {
+                    if Instant::now() > deadline {
+                        bail!("the stand-in issuer does not listen on {}", p.issuer_addr);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let key = &p.keys.iter().find(|(a, _)| a == alg).expect("every key").1;
             let redis_url = if *redis {
                 let (server, url) = start_redis(opts)?;
@@ -600,6 +670,7 @@ fn run_scenario(
             } else {
                 None
             };
+            let ca = p.issuer_dir.join("ca.pem");
             let config = opts.work.join(format!("{}.yaml", slug(&s.name)));
             let listen = addr.to_string();
             let shadow_line = if *shadow {
@@ -629,6 +700,7 @@ fn run_scenario(
                     cache_ttl: if *warm { "10m" } else { "0s" },
                     tokens: machine_tokens.then_some(p.tokens.as_path()),
                     redis_url: redis_url.as_deref(),
+                    oidc: oidc.then(|| (p.issuer_url.as_str(), ca.as_path())),
                 })
                 .replacen("authz:\n", &shadow_line, 1),
             )?;
@@ -643,6 +715,8 @@ fn run_scenario(
             let child = cmd.spawn().context("cannot start the server")?;
             let clients = if *machine_tokens {
                 &p.machine
+            } else if *oidc {
+                &p.oidc
             } else {
                 &p.active
             };
@@ -685,6 +759,26 @@ fn run_scenario(
         Target::Limit => "/",
     };
     wait_ready(&mut server, addr, ready_path, &log)?;
+    if matches!(s.target, Target::Purser { oidc: true, .. }) {
+        // /readyz answers 200 while the issuer's keys are still being fetched (a degraded
+        // note): wait until it no longer says so, so that the run measures cached keys.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let req = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        loop {
+            let (status, body) = fetch(addr, req)?;
+            if status == 200 && !String::from_utf8_lossy(&body).contains("OIDC") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: the issuer's keys were not fetched; see {}",
+                    s.name,
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     if warm {
         // Every user logs in once, so the run measures cache hits only.
         for req in fixtures::priming_requests(&p.active) {
@@ -774,6 +868,8 @@ pub const BASE: &str = "warm ES256 c16";
 pub const MACHINE: &str = "machine tokens ES256 c16 cache off";
 /// The shadow-policy scenario, judged against [`BASE`].
 pub const SHADOW: &str = "warm ES256 c16 10k-rule shadow policy";
+/// The OIDC scenario, judged against [`BASE`].
+pub const OIDC: &str = "oidc logins ES256 c16 cached keys";
 
 /// The base scenario once more, as a reference measured next to a variant: its tokens/s.
 fn run_base(opts: &Options, t: &Timing, p: &Prepared, limit_body: usize) -> anyhow::Result<f64> {
@@ -817,8 +913,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         // on either side of it too (the "after" of one serves as the "before" of the next).
         let scale_variant = matches!(
             s.target,
-            Target::Purser { large_users, large_policy, machine_tokens, shadow, .. }
-                if large_users || large_policy || machine_tokens || shadow
+            Target::Purser { large_users, large_policy, machine_tokens, shadow, oidc, .. }
+                if large_users || large_policy || machine_tokens || shadow || oidc
         );
         let base_before = match (scale_variant, last_base.take()) {
             (false, _) => None,
@@ -1000,6 +1096,11 @@ pub fn checks(rates: &[Rate], rows: &[Row], server_cores: usize) -> Vec<Check> {
             SHADOW,
             "7. warm path with a 10,000-rule shadow policy >= 80% of the same without one",
             0.8,
+        ),
+        (
+            OIDC,
+            "9. OIDC logins with cached keys >= 70% of the warm path",
+            0.7,
         ),
     ] {
         let Some(r) = row(rows, name) else { continue };

@@ -194,6 +194,7 @@ fn run(
         cache_ttl: "10m",
         tokens: None,
         redis_url: None,
+        oidc: None,
     })
     .replace(
         "metrics:\n  listen: \"\"",
@@ -248,6 +249,7 @@ fn run(
             machine_tokens: false,
             redis: false,
             shadow: false,
+            oidc: false,
         },
         connections: CONNECTIONS,
         probe: false,

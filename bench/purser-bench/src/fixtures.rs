@@ -238,6 +238,8 @@ pub struct ServerFiles<'a> {
     pub tokens: Option<&'a Path>,
     /// `state.redis.url` for `state.backend: redis`; `None`: the memory store.
     pub redis_url: Option<&'a str>,
+    /// OIDC logins (`authn.order: [oidc]`): the issuer URL and its CA file.
+    pub oidc: Option<(&'a str, &'a Path)>,
 }
 
 /// purser's configuration for one scenario: defaults everywhere else (log level info, so the
@@ -255,6 +257,17 @@ pub fn server_config(f: &ServerFiles<'_>) -> String {
     ) + &match f.redis_url {
         Some(url) => format!("state:\n  backend: redis\n  redis:\n    url: \"{url}\"\n"),
         None => String::new(),
+    };
+    let text = match f.oidc {
+        // The templates give the same account and groups the htpasswd and htgroup files do.
+        Some((issuer, ca)) => text.replace(
+            "  order: [htpasswd]\n",
+            &format!(
+                "  order: [oidc]\n  oidc:\n    issuers:\n      - issuer: \"{issuer}\"\n        audience: [\"{SERVICE}\"]\n        account: \"${{claims.sub}}\"\n        groups: [\"${{claims.team}}\", \"${{claims.role}}\"]\n        algorithms: [RS256]\n        ca_file: {}\n        max_token_lifetime: 4h\n",
+                q(ca)
+            ),
+        ),
+        None => text,
     };
     match f.tokens {
         Some(t) => text.replace(
@@ -402,6 +415,7 @@ mod tests {
             cache_ttl: "0s",
             tokens: None,
             redis_url: None,
+            oidc: None,
         });
         std::fs::write(p("purser.yaml"), yaml).unwrap();
         let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {
@@ -422,6 +436,7 @@ mod tests {
             cache_ttl: "10m",
             tokens: None,
             redis_url: Some("redis://127.0.0.1:6379/0"),
+            oidc: None,
         });
         std::fs::write(p("purser.yaml"), yaml).unwrap();
         let loaded = purser_server::config::Config::load(&purser_server::config::LoadOptions {

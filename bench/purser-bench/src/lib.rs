@@ -2,7 +2,8 @@
 //! users and policies, starts `purser serve` once per scenario pinned to one core, drives it
 //! from another core with the load generator here, and prints one table (tokens/s, p50/p99
 //! latency, server CPU, peak RSS) with the limits it is judged against: the raw signing and
-//! bcrypt rates of the server's core and a minimal hyper endpoint under the same load.
+//! bcrypt rates of the server's core and a minimal hyper endpoint under the same load. The
+//! OIDC scenario adds a stand-in issuer over HTTPS (`issuer.rs`).
 //!
 //! ```
 //! use purser_bench::fixtures;
@@ -15,6 +16,7 @@ pub mod cache_memory;
 pub mod driver;
 pub mod edits;
 pub mod fixtures;
+pub mod issuer;
 pub mod libraries;
 pub mod limit;
 pub mod load;

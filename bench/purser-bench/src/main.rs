@@ -90,6 +90,17 @@ enum Cmd {
         #[arg(long)]
         body_len: usize,
     },
+    /// A stand-in OpenID issuer: discovery and the JWKS over HTTPS (the OIDC scenario).
+    Issuer {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        jwks: PathBuf,
+    },
     /// `purser serve` and `purser keygen`, built in, for smoke runs without a purser binary.
     Purser {
         #[command(subcommand)]
@@ -241,6 +252,12 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::HttpLimit { listen, body_len } => {
             limit::serve(listen, limit::token_sized_body(body_len))
         }
+        Cmd::Issuer {
+            listen,
+            cert,
+            key,
+            jwks,
+        } => purser_bench::issuer::serve(listen, &cert, &key, &jwks),
         Cmd::Purser { command } => purser(command),
     }
 }

@@ -92,6 +92,14 @@ fn every_scenario_runs_and_every_answer_is_a_token() {
             .any(|c| c.what.starts_with("8. replay") && c.holds && c.detail.contains("peak RSS")),
         "{stdout}"
     );
+    // OIDC logins are cold by design (never cached) but must all be answered.
+    let oidc = report
+        .rows
+        .iter()
+        .find(|r| r.scenario.name == purser_bench::driver::OIDC)
+        .unwrap();
+    assert!(oidc.result.ok > 0, "{:?}", oidc.result);
+
     // A purser answer carries the token twice: well over the bare JSON fields.
     let es = report
         .rows

@@ -135,6 +135,17 @@ impl Chain {
         }
     }
 
+    /// A chain whose backends each have their own cache settings (a backend whose
+    /// credentials expire by themselves, an OIDC token, is not remembered past them).
+    pub fn with_each_cache(backends: Vec<(Arc<dyn Authenticator>, CacheSettings)>) -> Self {
+        Chain {
+            backends: backends
+                .into_iter()
+                .map(|(b, settings)| Cached::with_settings(b, settings, Arc::new(SystemClock)))
+                .collect(),
+        }
+    }
+
     /// The backends, each behind its cache (tests and measurements read the caches).
     pub fn cached_backends(&self) -> &[Cached<dyn Authenticator>] {
         &self.backends
@@ -150,9 +161,24 @@ impl Chain {
     }
 
     pub async fn authenticate(&self, creds: &Credentials) -> ChainResult {
+        self.ask(self.backends.iter(), creds).await
+    }
+
+    /// Asks the named backend alone (the token exchange, which only the oidc backend answers):
+    /// *unknown user* when it is not in the chain.
+    pub async fn authenticate_with(&self, backend: &str, creds: &Credentials) -> ChainResult {
+        self.ask(self.backends.iter().filter(|b| b.name() == backend), creds)
+            .await
+    }
+
+    async fn ask<'a>(
+        &'a self,
+        backends: impl Iterator<Item = &'a Cached<dyn Authenticator>>,
+        creds: &Credentials,
+    ) -> ChainResult {
         let mut attempts = Vec::with_capacity(self.backends.len());
         let mut unavailable: Option<(BackendName, String)> = None;
-        for backend in &self.backends {
+        for backend in backends {
             let name = backend.name();
             let started = Instant::now();
             let answer = backend.answer(creds).await;

@@ -34,7 +34,7 @@
 // - hash: stored hash formats: parsing, verifying, the dummy hash, writing bcrypt
 // - issue: what a loaded file reports (LoadIssue, Severity)
 // - apache_file: the bounds and line rules htpasswd and htgroup share, and reading them
-// - htgroup, htpasswd, static_users, ldap, tokens: the backends
+// - htgroup, htpasswd, static_users, ldap, tokens, oidc: the backends
 // - error: one error type over the backends, for callers that want one
 // - cache, chain, conformance: what wraps and tests any backend
 mod apache_file;
@@ -52,6 +52,7 @@ pub mod htgroup;
 pub mod htpasswd;
 mod issue;
 pub mod ldap;
+pub mod oidc;
 pub mod static_users;
 pub mod tokens;
 

@@ -4,8 +4,10 @@
 //! cases:
 //!   - { account: alice, groups: [developers], scope: "repository:team/app:pull,push", expect: [pull, push] }
 //!   - { account: "", scope: "repository:secret/app:pull", expect: [] }
+//!   - { account: "github:acme/app", labels: { repository: acme/app }, scope: "repository:acme/app:push", expect: [push] }
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
@@ -22,7 +24,9 @@ use crate::yaml::{describe, expect_str, expect_str_list, parse_value, Doc, Seg};
 pub const MAX_CASES: usize = 100_000;
 
 const FILE_KEYS: &[&str] = &["cases"];
-const CASE_KEYS: &[&str] = &["account", "groups", "scope", "expect", "ip", "service"];
+const CASE_KEYS: &[&str] = &[
+    "account", "groups", "labels", "scope", "expect", "ip", "service",
+];
 
 /// One expected decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub struct Case {
     /// `""` for an anonymous caller.
     pub account: String,
     pub groups: Vec<String>,
+    /// The caller's labels (an OIDC token's claims).
+    pub labels: BTreeMap<String, String>,
     pub scope: ResourceScope,
     /// The actions the policy should grant (compared as a set).
     pub expect: Vec<String>,
@@ -250,6 +256,35 @@ fn parse_case(doc: &mut Doc<'_>, i: usize, item: &Value) -> Option<Case> {
         ok = false;
     }
 
+    let mut labels = BTreeMap::new();
+    match m.get("labels") {
+        None => {}
+        Some(Value::Mapping(lm)) => {
+            for (k, v) in lm {
+                match (expect_str(k), expect_str(v)) {
+                    (Ok(k), Ok(v)) => {
+                        labels.insert(k.to_string(), v.to_string());
+                    }
+                    (Err(msg), _) | (_, Err(msg)) => {
+                        doc.invalid(&at("labels"), "labels", msg);
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            doc.invalid(
+                &at("labels"),
+                "labels",
+                format!(
+                    "expected a mapping like {{ repository: acme/app }}, found {}",
+                    describe(other)
+                ),
+            );
+            ok = false;
+        }
+    }
+
     let ip = match m.get("ip").map(expect_str) {
         None => None,
         Some(Ok(s)) => match s.parse::<IpAddr>() {
@@ -282,6 +317,7 @@ fn parse_case(doc: &mut Doc<'_>, i: usize, item: &Value) -> Option<Case> {
             index: i,
             account,
             groups,
+            labels,
             scope,
             expect,
             ip,
@@ -316,6 +352,10 @@ impl fmt::Display for CaseFailure {
         if !c.groups.is_empty() {
             write!(f, ", groups {}", list(&c.groups))?;
         }
+        if !c.labels.is_empty() {
+            let shown: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            write!(f, ", labels {}", list(&shown))?;
+        }
         if let Some(ip) = c.ip {
             write!(f, ", ip {ip}")?;
         }
@@ -341,6 +381,17 @@ impl fmt::Display for CaseFailure {
 
 /// Runs every case against the policy; returns the failures, in file order.
 pub fn run_cases(policy: &Policy, file: &CaseFile, default_service: &str) -> Vec<CaseFailure> {
+    run_cases_with_labels(policy, file, default_service, &BTreeMap::new())
+}
+
+/// [`run_cases`], with `labels` (`policy test --label k=v`) given to every case; a case's own
+/// `labels` win over them.
+pub fn run_cases_with_labels(
+    policy: &Policy,
+    file: &CaseFile,
+    default_service: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<CaseFailure> {
     let mut failures = Vec::new();
     for case in &file.cases {
         let service = case
@@ -351,7 +402,10 @@ pub fn run_cases(policy: &Policy, file: &CaseFile, default_service: &str) -> Vec
             service: service.clone(),
             client_ip: case.ip,
         };
-        let who = Identity::new(case.account.clone(), case.groups.clone());
+        let mut who = Identity::new(case.account.clone(), case.groups.clone());
+        who.labels = labels.clone();
+        who.labels
+            .extend(case.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let got = policy
             .explain(&who, &ctx, std::slice::from_ref(&case.scope))
             .pop()

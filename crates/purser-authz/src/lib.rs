@@ -47,7 +47,7 @@ use std::sync::Arc;
 use purser_core::{Authorizer, Grant, Identity, Reloadable, RequestContext, ResourceScope};
 
 pub use cap::{apply_cap, check_cap};
-pub use cases::{run_cases, Case, CaseFailure, CaseFile, MAX_CASES};
+pub use cases::{run_cases, run_cases_with_labels, Case, CaseFailure, CaseFile, MAX_CASES};
 pub use diverge::Divergence;
 pub use error::{Loc, PolicyError, PolicyErrors};
 pub use explain::{render_explanation, Explanation, Verdict};

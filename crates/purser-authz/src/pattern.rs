@@ -1,4 +1,5 @@
-//! Patterns of match fields: literals, globs and `/regex/`, with `${account}` and `${group}`.
+//! Patterns of match fields: literals, globs and `/regex/`, with `${account}`, `${group}` and
+//! `${labels.KEY}`.
 //!
 //! Globs are compiled once into a list of atoms and matched by a set-of-positions simulation,
 //! linear in `pattern length x value length` whatever the pattern, so a hostile pattern cannot
@@ -29,6 +30,8 @@ pub(crate) enum Atom {
     Account,
     /// `${group}`: one of the caller's groups, matched literally.
     Group,
+    /// `${labels.KEY}`: the caller's label `KEY`, matched literally.
+    Label(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +39,7 @@ pub(crate) enum Part {
     Lit(String),
     Account,
     Group,
+    Label(String),
 }
 
 /// One compiled pattern.
@@ -48,6 +52,7 @@ pub(crate) enum Pattern {
         atoms: Vec<Atom>,
         account: bool,
         group: bool,
+        labels: bool,
     },
     /// A regex without placeholders, compiled once.
     Regex(Regex),
@@ -56,6 +61,7 @@ pub(crate) enum Pattern {
         parts: Vec<Part>,
         account: bool,
         group: bool,
+        labels: bool,
     },
 }
 
@@ -74,6 +80,7 @@ impl Pattern {
         let atoms = parse_glob(s, placeholders)?;
         let account = atoms.contains(&Atom::Account);
         let group = atoms.contains(&Atom::Group);
+        let labels = atoms.iter().any(|a| matches!(a, Atom::Label(_)));
         if atoms.iter().all(|a| matches!(a, Atom::Byte(_))) {
             return Ok(Pattern::Literal(s.to_string()));
         }
@@ -81,6 +88,7 @@ impl Pattern {
             atoms,
             account,
             group,
+            labels,
         })
     }
 
@@ -97,29 +105,59 @@ impl Pattern {
 
     /// Matches `value` with the placeholders filled from the caller. With `${group}`, the pattern
     /// matches when it matches for any one of the caller's groups; with `${account}`, it never
-    /// matches an anonymous caller.
+    /// matches an anonymous caller; with `${labels.KEY}`, it never matches a caller without the
+    /// label `KEY`.
     pub(crate) fn matches_for(&self, value: &str, who: &Identity) -> bool {
-        let (account, group) = match self {
-            Pattern::Glob { account, group, .. }
-            | Pattern::RegexTemplate { account, group, .. } => (*account, *group),
+        let (account, group, labels) = match self {
+            Pattern::Glob {
+                account,
+                group,
+                labels,
+                ..
+            }
+            | Pattern::RegexTemplate {
+                account,
+                group,
+                labels,
+                ..
+            } => (*account, *group, *labels),
             _ => return self.matches_plain(value),
         };
-        if !account && !group {
+        if !account && !group && !labels {
             return self.matches_plain(value);
         }
         if account && who.is_anonymous() {
             return false;
         }
+        if labels && !self.labels_present(who) {
+            return false;
+        }
         if group {
             who.groups
                 .iter()
-                .any(|g| self.matches_filled(value, &who.account, g))
+                .any(|g| self.matches_filled(value, who, g))
         } else {
-            self.matches_filled(value, &who.account, "")
+            self.matches_filled(value, who, "")
         }
     }
 
-    fn matches_filled(&self, value: &str, account: &str, group: &str) -> bool {
+    /// Whether the caller has every label the pattern names.
+    fn labels_present(&self, who: &Identity) -> bool {
+        match self {
+            Pattern::Glob { atoms, .. } => atoms.iter().all(|a| match a {
+                Atom::Label(k) => who.labels.contains_key(k),
+                _ => true,
+            }),
+            Pattern::RegexTemplate { parts, .. } => parts.iter().all(|p| match p {
+                Part::Label(k) => who.labels.contains_key(k),
+                _ => true,
+            }),
+            _ => true,
+        }
+    }
+
+    fn matches_filled(&self, value: &str, who: &Identity, group: &str) -> bool {
+        let account = who.account.as_str();
         match self {
             Pattern::Glob { atoms, .. } => {
                 let mut filled = Vec::with_capacity(atoms.len() + account.len() + group.len());
@@ -127,6 +165,10 @@ impl Pattern {
                     match a {
                         Atom::Account => filled.extend(account.bytes().map(Atom::Byte)),
                         Atom::Group => filled.extend(group.bytes().map(Atom::Byte)),
+                        Atom::Label(k) => {
+                            let v = who_label(who, k);
+                            filled.extend(v.bytes().map(Atom::Byte));
+                        }
                         other => filled.push(other.clone()),
                     }
                 }
@@ -139,6 +181,7 @@ impl Pattern {
                         Part::Lit(s) => src.push_str(s),
                         Part::Account => src.push_str(&regex::escape(account)),
                         Part::Group => src.push_str(&regex::escape(group)),
+                        Part::Label(k) => src.push_str(&regex::escape(who_label(who, k))),
                     }
                 }
                 // It compiled at load with a stand-in value; an escaped literal cannot make it
@@ -195,6 +238,7 @@ fn parse_regex(inner: &str, placeholders: bool) -> Result<Pattern, String> {
         let part = match name {
             Some("account") => Part::Account,
             Some("group") => Part::Group,
+            Some(n) if label_key(n).is_some() => Part::Label(label_key(n).unwrap_or_default()),
             // `${` may be legitimate regex syntax (`$` then a repetition is not), so only the
             // two placeholder names are special; anything else is left to the regex parser.
             _ => {
@@ -204,7 +248,10 @@ fn parse_regex(inner: &str, placeholders: bool) -> Result<Pattern, String> {
             }
         };
         if !placeholders {
-            return Err("placeholders ${account} and ${group} are only allowed in `name`".into());
+            return Err(
+                "placeholders ${account}, ${group} and ${labels.KEY} are only allowed in `name`"
+                    .into(),
+            );
         }
         lit.push_str(&rest[..pos]);
         parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -220,6 +267,7 @@ fn parse_regex(inner: &str, placeholders: bool) -> Result<Pattern, String> {
     parts.push(Part::Lit(lit));
     let account = parts.contains(&Part::Account);
     let group = parts.contains(&Part::Group);
+    let labels = parts.iter().any(|p| matches!(p, Part::Label(_)));
     // Check the template compiles with a stand-in value.
     let probe: String = parts
         .iter()
@@ -233,6 +281,7 @@ fn parse_regex(inner: &str, placeholders: bool) -> Result<Pattern, String> {
         parts,
         account,
         group,
+        labels,
     })
 }
 
@@ -268,22 +317,31 @@ fn parse_glob(s: &str, placeholders: bool) -> Result<Vec<Atom>, String> {
             }
             b'$' if b.get(i + 1) == Some(&b'{') => {
                 let Some(close) = s[i + 2..].find('}') else {
-                    return Err("unclosed ${: write ${account} or ${group}".into());
+                    return Err("unclosed ${: write ${account}, ${group} or ${labels.KEY}".into());
                 };
                 let name = &s[i + 2..i + 2 + close];
                 let atom = match name {
                     "account" => Atom::Account,
                     "group" => Atom::Group,
+                    n if n.starts_with("labels.") => match label_key(n) {
+                        Some(k) => Atom::Label(k),
+                        None => {
+                            let shown: String = n.chars().take(32).collect();
+                            return Err(format!(
+                                "${{{shown}}}: a label name is letters, digits, _ and -, at most {MAX_LABEL_KEY} characters"
+                            ));
+                        }
+                    },
                     other => {
                         let shown: String = other.chars().take(32).collect();
                         return Err(format!(
-                            "unknown placeholder ${{{shown}}}: only ${{account}} and ${{group}} exist"
+                            "unknown placeholder ${{{shown}}}: only ${{account}}, ${{group}} and ${{labels.KEY}} exist"
                         ));
                     }
                 };
                 if !placeholders {
                     return Err(
-                        "placeholders ${account} and ${group} are only allowed in `name`".into(),
+                        "placeholders ${account}, ${group} and ${labels.KEY} are only allowed in `name`".into(),
                     );
                 }
                 atoms.push(atom);
@@ -296,6 +354,30 @@ fn parse_glob(s: &str, placeholders: bool) -> Result<Vec<Atom>, String> {
         }
     }
     Ok(atoms)
+}
+
+/// Longest label name a pattern or a rule may name.
+pub(crate) const MAX_LABEL_KEY: usize = 64;
+
+/// Whether `k` is a label name: letters, digits, `_` and `-`, 1 to [`MAX_LABEL_KEY`] bytes.
+pub(crate) fn valid_label_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= MAX_LABEL_KEY
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The label name of a placeholder `labels.KEY`, when it is one.
+fn label_key(placeholder: &str) -> Option<String> {
+    placeholder
+        .strip_prefix("labels.")
+        .filter(|k| valid_label_key(k))
+        .map(str::to_string)
+}
+
+/// The caller's label `key` (`""` when absent; patterns check presence first).
+fn who_label<'a>(who: &'a Identity, key: &str) -> &'a str {
+    who.labels.get(key).map_or("", String::as_str)
 }
 
 /// The length of the UTF-8 character starting at `text[j]`, `None` inside a character.
@@ -369,7 +451,7 @@ pub(crate) fn glob_match(atoms: &[Atom], text: &[u8]) -> bool {
                 }
             }
             // Filled in before matching; an unfilled placeholder matches nothing.
-            Atom::Account | Atom::Group => return false,
+            Atom::Account | Atom::Group | Atom::Label(_) => return false,
         }
         std::mem::swap(&mut cur, &mut next);
         if !cur.iter().any(|x| *x) {

@@ -25,7 +25,9 @@ pub const MAX_LIST: usize = 1_000;
 
 const TOP_KEYS: &[&str] = &["rules"];
 const RULE_KEYS: &[&str] = &["name", "match", "actions"];
-const MATCH_KEYS: &[&str] = &["account", "groups", "type", "name", "service", "ip"];
+const MATCH_KEYS: &[&str] = &[
+    "account", "groups", "labels", "type", "name", "service", "ip",
+];
 
 /// How a rule constrains the account.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub(crate) struct Rule {
     pub name: String,
     pub account: Option<AccountMatch>,
     pub groups: Option<Vec<Pattern>>,
+    /// `labels: { KEY: GLOB }`: the caller has each label, with a value the glob matches.
+    pub labels: Option<Vec<(String, Pattern)>>,
     pub rtype: Option<Pattern>,
     pub name_pat: Option<Pattern>,
     pub service: Option<Pattern>,
@@ -99,6 +103,14 @@ impl Rule {
                 .iter()
                 .any(|g| groups.iter().any(|p| p.matches_plain(g)))
             {
+                return false;
+            }
+        }
+        if let Some(labels) = &self.labels {
+            let all = labels
+                .iter()
+                .all(|(k, p)| who.labels.get(k).is_some_and(|v| p.matches_plain(v)));
+            if !all {
                 return false;
             }
         }
@@ -368,6 +380,7 @@ fn parse_rule(doc: &mut Doc<'_>, i: usize, item: &Value) -> Option<Rule> {
         name,
         account: None,
         groups: None,
+        labels: None,
         rtype: None,
         name_pat: None,
         service: None,
@@ -524,6 +537,14 @@ fn parse_match(doc: &mut Doc<'_>, path: &[Seg], m: &Mapping, rule: &mut Rule) ->
         }
     }
 
+    if let Some(v) = m.get("labels") {
+        let p = sub(path, Seg::Key("labels"));
+        match parse_labels(doc, &p, v) {
+            Some(labels) => rule.labels = Some(labels),
+            None => ok = false,
+        }
+    }
+
     if let Some(v) = m.get("ip") {
         let p = sub(path, Seg::Key("ip"));
         match list_field(doc, &p, "match.ip", v) {
@@ -545,6 +566,59 @@ fn parse_match(doc: &mut Doc<'_>, path: &[Seg], m: &Mapping, rule: &mut Rule) ->
         }
     }
     ok
+}
+
+/// `labels: { KEY: GLOB, ... }`: a non-empty, bounded mapping of label names to patterns
+/// without placeholders.
+fn parse_labels(doc: &mut Doc<'_>, path: &[Seg], v: &Value) -> Option<Vec<(String, Pattern)>> {
+    let Value::Mapping(m) = v else {
+        doc.invalid(
+            path,
+            "match.labels",
+            format!(
+                "expected a mapping like {{ repository: \"acme/*\" }}, found {}",
+                describe(v)
+            ),
+        );
+        return None;
+    };
+    if m.is_empty() {
+        doc.invalid(
+            path,
+            "match.labels",
+            "an empty mapping matches anyone: remove the field",
+        );
+        return None;
+    }
+    if m.len() > MAX_LIST {
+        doc.invalid(path, "match.labels", format!("more than {MAX_LIST} labels"));
+        return None;
+    }
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (k, pv) in m {
+        let key = match expect_str(k) {
+            Ok(k) if crate::pattern::valid_label_key(k) => k.to_string(),
+            _ => {
+                doc.invalid(
+                    path,
+                    "match.labels",
+                    format!(
+                        "a label name is letters, digits, _ and -, at most {} characters",
+                        crate::pattern::MAX_LABEL_KEY
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        let field = format!("match.labels.{key}");
+        match pattern_field(doc, path, &field, pv, false) {
+            Some(p) => out.push((key, p)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// A non-empty, bounded list (for `groups` and `ip`).

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -59,6 +60,10 @@ pub struct Identity {
     /// The machine token that logged in, when one did: its name (for the audit record and the
     /// refresh token) and when it ends.
     pub machine: Option<MachineLogin>,
+    /// What the backend knows of the caller beyond the account and the groups, for the policy
+    /// (`match: { labels: ... }`, `${labels.KEY}`) and the audit record: an OIDC token's chosen
+    /// claims (`repository`, `ref`). Empty for most backends.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The machine token behind an identity.
@@ -77,6 +82,7 @@ impl Identity {
             groups,
             cap: None,
             machine: None,
+            labels: BTreeMap::new(),
         }
     }
     pub fn anonymous() -> Self {

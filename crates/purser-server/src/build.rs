@@ -453,7 +453,12 @@ fn revocations(
 
 /// The chain of `authn.order`, each configured backend built by its own module.
 fn chain(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<Chain>>, BuildError> {
-    let mut backends: Vec<Arc<dyn Authenticator>> = Vec::new();
+    let cache = CacheSettings {
+        ttl: config.authn.cache_ttl.0,
+        max_entries: config.authn.cache_max_entries,
+        stale_if_unavailable: config.authn.cache_stale_if_unavailable.0,
+    };
+    let mut backends: Vec<(Arc<dyn Authenticator>, CacheSettings)> = Vec::new();
     let mut complete = true;
     for kind in &config.authn.order {
         // A backend in the order without its block is skipped: the default order names them all.
@@ -463,22 +468,24 @@ fn chain(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Arc<Chain>>, Build
         match block.build(&kind.key(), ctx)? {
             Some(backend) => {
                 ctx.metrics.init_backend(backend.name());
-                backends.push(backend);
+                let settings = if block.credential_cache() {
+                    cache
+                } else {
+                    CacheSettings::ttl(std::time::Duration::ZERO)
+                };
+                backends.push((backend, settings));
             }
             None => complete = false,
         }
     }
-    let cache = CacheSettings {
-        ttl: config.authn.cache_ttl.0,
-        max_entries: config.authn.cache_max_entries,
-        stale_if_unavailable: config.authn.cache_stale_if_unavailable.0,
-    };
-    Ok(complete.then(|| Arc::new(Chain::with_cache_settings(backends, cache))))
+    Ok(complete.then(|| Arc::new(Chain::with_each_cache(backends))))
 }
 
 pub struct ServerReadiness {
     pub sources: Vec<Arc<Loaded>>,
     pub chain: Arc<Chain>,
+    /// Degraded parts that leave the server ready (an OIDC issuer without keys).
+    pub notes: Vec<ctx::NoteSource>,
     /// The shared failed-login store, and whether its absence fails readiness.
     pub state: Option<(Arc<crate::limiter::RedisLimiter>, bool)>,
 }
@@ -510,10 +517,13 @@ impl Readiness for ServerReadiness {
     }
 
     async fn notes(&self) -> Vec<String> {
-        match &self.state {
-            Some((store, false)) if !store.ping().await => vec![STATE_DOWN.into()],
-            _ => Vec::new(),
+        let mut out: Vec<String> = self.notes.iter().flat_map(|n| n()).collect();
+        if let Some((store, false)) = &self.state {
+            if !store.ping().await {
+                out.push(STATE_DOWN.into());
+            }
         }
+        out
     }
 }
 
@@ -559,6 +569,7 @@ fn assemble(config: &Config, ctx: &mut Ctx<'_>) -> Result<Option<Built>, BuildEr
     let readiness = Arc::new(ServerReadiness {
         sources: std::mem::take(&mut ctx.flags),
         chain: chain.clone(),
+        notes: std::mem::take(&mut ctx.notes),
         state: limiter
             .redis
             .clone()

@@ -29,7 +29,8 @@ pub use redact::REDACTED;
 pub use yaml::Yaml;
 
 pub use crate::backends::{
-    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, StaticConfig, StaticUser, TokensConfig,
+    AuthnConfig, BackendKind, HtpasswdConfig, LdapConfig, OidcConfig, StaticConfig, StaticUser,
+    TokensConfig,
 };
 pub use values::HumanDuration;
 

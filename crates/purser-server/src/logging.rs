@@ -12,7 +12,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::stack::telemetry::AUDIT_TARGET;
 
 /// The audit record's fields that carry JSON text.
-const JSON_FIELDS: &[&str] = &["scopes", "groups", "cap", "shadow"];
+const JSON_FIELDS: &[&str] = &["scopes", "groups", "labels", "cap", "shadow"];
 
 /// Wraps the JSON event format: audit records are re-read and their JSON-text fields embedded.
 pub struct AuditJson<F>(pub F);

@@ -54,6 +54,9 @@ pub type MachineTokenList = Box<dyn Fn() -> Vec<(String, Option<i64>)> + Send + 
 /// When each machine token was last used to log in (unix seconds), in this process's memory.
 type LastUsed = Arc<Mutex<HashMap<String, i64>>>;
 pub const STATE_ERRORS: &str = "purser_state_errors_total";
+pub const OIDC_LOGINS: &str = "purser_oidc_logins_total";
+pub const OIDC_JWKS_FETCHES: &str = "purser_oidc_jwks_fetches_total";
+pub const OIDC_JWKS_AGE: &str = "purser_oidc_jwks_age_seconds";
 pub const STATE_BACKEND_UP: &str = "purser_state_backend_up";
 
 /// The `op` label of `purser_state_errors_total`: the limiter's operations on its store.
@@ -122,6 +125,12 @@ pub struct MetricHandles {
     machine_token_last_used: LastUsed,
     pub state_errors: IntCounterVec,
     pub state_backend_up: IntGauge,
+    /// OIDC logins by issuer (configured ones only, or `""`) and outcome.
+    pub oidc_logins: IntCounterVec,
+    /// Fetches of an OIDC issuer's keys by outcome.
+    pub oidc_jwks_fetches: IntCounterVec,
+    /// Seconds since each OIDC issuer's keys were last fetched; -1 before the first fetch.
+    pub oidc_jwks_age: GaugeVec,
 }
 
 impl Metrics {
@@ -253,6 +262,27 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g.set(1);
+                g
+            },
+            oidc_logins: counter(
+                OIDC_LOGINS,
+                "OIDC logins by issuer and outcome (accepted, rejected, unavailable).",
+                &["issuer", "outcome"],
+            )?,
+            oidc_jwks_fetches: counter(
+                OIDC_JWKS_FETCHES,
+                "Fetches of an OIDC issuer's keys (discovery, then its JWKS) by outcome.",
+                &["issuer", "outcome"],
+            )?,
+            oidc_jwks_age: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        OIDC_JWKS_AGE,
+                        "Seconds since the OIDC issuer's keys were last fetched; -1 before the first fetch.",
+                    ),
+                    &["issuer"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
                 g
             },
             registry: registry.clone(),

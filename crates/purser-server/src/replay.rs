@@ -215,6 +215,9 @@ struct Line {
     scopes: Option<Vec<ScopeField>>,
     #[serde(default)]
     cap: Option<Vec<String>>,
+    /// The caller's labels (an OIDC login's claims), for rules that match or fill them.
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The two policies a replay decides with.
@@ -262,6 +265,7 @@ impl Report {
             line.account.unwrap_or_default(),
             line.groups.unwrap_or_default(),
         );
+        who.labels = line.labels.unwrap_or_default();
         who.cap = line.cap.map(|c| {
             c.iter()
                 .filter_map(|s| s.parse::<ScopeCap>().ok())

@@ -26,6 +26,9 @@ pub struct Params {
     pub username: Option<String>,
     pub password: Option<String>,
     pub refresh_token: Option<String>,
+    /// The token exchange (RFC 8693): the token presented and its type.
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
 }
 
 impl Params {
@@ -58,6 +61,8 @@ impl Params {
                 "username" => p.username = Some(v),
                 "password" => p.password = Some(v),
                 "refresh_token" => p.refresh_token = Some(v),
+                "subject_token" => p.subject_token = Some(v),
+                "subject_token_type" => p.subject_token_type = Some(v),
                 // Unknown parameters are ignored, as other token servers do: clients add their own.
                 _ => {}
             }

@@ -12,8 +12,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use figment::Jail;
+use purser_server::backends::oidc::OidcIssuerConfig;
 use purser_server::config::{
-    Config, HtpasswdConfig, LdapConfig, LoadOptions, StaticConfig, StaticUser, TokensConfig,
+    Config, HtpasswdConfig, LdapConfig, LoadOptions, OidcConfig, StaticConfig, StaticUser,
+    TokensConfig,
 };
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -62,6 +64,7 @@ fn reference_loads_validates_and_names_every_key() {
             config.authn.r#static.is_some()
                 && config.authn.htpasswd.is_some()
                 && config.authn.ldap.is_some()
+                && config.authn.oidc.is_some()
         );
 
         // Every key of a configuration with every optional part present.
@@ -78,6 +81,10 @@ fn reference_loads_validates_and_names_every_key() {
         full.authn.ldap = Some(LdapConfig {
             bind_password_file: Some(PathBuf::new()),
             ..LdapConfig::default()
+        });
+        full.authn.oidc = Some(OidcConfig {
+            issuers: vec![OidcIssuerConfig::default()],
+            ..OidcConfig::default()
         });
         full.state.redis.url_file = Some(PathBuf::new());
         let mut want = BTreeSet::new();

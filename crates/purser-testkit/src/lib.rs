@@ -42,6 +42,7 @@ pub mod jwt;
 pub mod kube;
 pub mod metrics;
 pub mod oci;
+pub mod oidc;
 pub mod openssl;
 pub mod ops;
 pub mod policy;

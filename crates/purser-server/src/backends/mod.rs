@@ -19,11 +19,13 @@
 
 pub mod htpasswd;
 pub mod ldap;
+pub mod oidc;
 pub mod static_users;
 pub mod tokens;
 
 pub use htpasswd::HtpasswdConfig;
 pub use ldap::LdapConfig;
+pub use oidc::OidcConfig;
 pub use static_users::{StaticConfig, StaticUser};
 pub use tokens::TokensConfig;
 
@@ -45,6 +47,7 @@ pub enum BackendKind {
     Static,
     Htpasswd,
     Ldap,
+    Oidc,
 }
 
 /// How the dispatch reaches a backend's block without naming it anywhere else.
@@ -71,11 +74,12 @@ macro_rules! slot {
 impl BackendKind {
     /// Every backend, in the default chain order. Machine tokens come first: a login with one
     /// costs a SHA-256, and asking a hashing backend first would cost a bcrypt for nothing.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Tokens,
         BackendKind::Static,
         BackendKind::Htpasswd,
         BackendKind::Ldap,
+        BackendKind::Oidc,
     ];
 
     /// The one place a backend's name meets its module: its name in `authn.order` and under
@@ -86,6 +90,7 @@ impl BackendKind {
             BackendKind::Static => slot!("static", r#static, static_users),
             BackendKind::Htpasswd => slot!("htpasswd", htpasswd, htpasswd),
             BackendKind::Ldap => slot!("ldap", ldap, ldap),
+            BackendKind::Oidc => slot!("oidc", oidc, oidc),
         }
     }
 
@@ -123,6 +128,13 @@ pub trait Backend: Send + Sync {
     /// Replaces every secret by [`crate::config::REDACTED`] (or `""` when unset), for printing.
     fn redact(&mut self);
 
+    /// Whether the credential cache (`authn.cache_ttl`, `authn.cache_stale_if_unavailable`)
+    /// may remember this backend's logins. No for a credential that expires by itself and is
+    /// cheap to check (an OIDC token): a remembered one would outlive its `exp`.
+    fn credential_cache(&self) -> bool {
+        true
+    }
+
     /// Builds the authenticator, registering its watched files, readiness flags and metrics on
     /// `ctx`. `Ok(None)`: a dry run found problems (already noted on `ctx`); serve never sees it.
     fn build(
@@ -138,7 +150,7 @@ pub trait Backend: Send + Sync {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthnConfig {
     /// The chain, of the backends configured below; unconfigured ones are skipped.
-    /// Default `[tokens, static, htpasswd, ldap]`.
+    /// Default `[tokens, static, htpasswd, ldap, oidc]`.
     pub order: Vec<BackendKind>,
     /// A request without credentials gets account `""` (the policy decides). Default `false`.
     pub anonymous: bool,
@@ -163,6 +175,9 @@ pub struct AuthnConfig {
     /// A directory. Default: none (backend off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ldap: Option<LdapConfig>,
+    /// OIDC workload identity: CI ID tokens. Default: none (backend off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for AuthnConfig {
@@ -177,6 +192,7 @@ impl Default for AuthnConfig {
             r#static: None,
             htpasswd: None,
             ldap: None,
+            oidc: None,
         }
     }
 }

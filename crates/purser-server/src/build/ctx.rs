@@ -94,6 +94,10 @@ impl<T> Parsed<T> {
     }
 }
 
+/// What a part running degraded says in `/readyz` (which still answers 200), asked at each
+/// probe: one line per problem, none while all is well.
+pub type NoteSource = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// A watched file that must be loaded for `/readyz`.
 pub struct Loaded {
     pub name: &'static str,
@@ -110,6 +114,7 @@ pub struct Ctx<'a> {
     pub hash_limiter: Arc<purser_authn::HashLimiter>,
     pub(super) sources: Vec<Source>,
     pub(super) flags: Vec<Arc<Loaded>>,
+    pub(super) notes: Vec<NoteSource>,
     pub(super) problems: Vec<Problem>,
 }
 
@@ -121,6 +126,7 @@ impl<'a> Ctx<'a> {
             hash_limiter: purser_authn::hash_limiter(),
             sources: Vec::new(),
             flags: Vec::new(),
+            notes: Vec::new(),
             problems: Vec::new(),
         }
     }
@@ -136,6 +142,12 @@ impl<'a> Ctx<'a> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A degraded state `/readyz` reports without failing readiness (an OIDC issuer without
+    /// keys: its logins answer 503, the other backends serve).
+    pub fn note(&mut self, source: NoteSource) {
+        self.notes.push(source);
     }
 
     /// Something `serve` runs with but warns about, and `check-config` reports as a problem.

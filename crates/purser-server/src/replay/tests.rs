@@ -302,3 +302,35 @@ fn name_patterns_follow_what_was_seen() {
     assert_eq!(pat(&["alpine1", "alpine2"]), "alpine*");
     assert_eq!(pat(&["é/a", "ê/a"]), "**");
 }
+
+#[test]
+fn labels_in_the_record_reach_rules_that_match_and_fill_them() {
+    let f = Files::new();
+    std::fs::write(
+        f.path("labels.yaml"),
+        "rules:\n  - name: own repository\n    match: { labels: { repository: \"acme/*\" }, name: \"${labels.repository}/**\" }\n    actions: [pull, push]\n",
+    )
+    .unwrap();
+    // Recorded under the live policy (which knows no labels): nothing granted.
+    let mut v: serde_json::Value = serde_json::from_str(&record(
+        "github:acme/app",
+        &[],
+        "127.0.0.1",
+        &["repository:acme/app/img:pull,push"],
+    ))
+    .unwrap();
+    v["labels"] = serde_json::json!({"repository": "acme/app"});
+    let log = f.log("a.log", &[v.to_string()]);
+    let r = replay(&f.opts("labels.yaml", None, vec![log])).unwrap();
+    assert_eq!(r.changed_total(), 1, "{}", r.render_text());
+    assert!(
+        r.render_text().contains("own repository"),
+        "{}",
+        r.render_text()
+    );
+    // Without the labels the rule matches nothing, so nothing changes.
+    v.as_object_mut().unwrap().remove("labels");
+    let log = f.log("b.log", &[v.to_string()]);
+    let r = replay(&f.opts("labels.yaml", None, vec![log])).unwrap();
+    assert_eq!(r.changed_total(), 0, "{}", r.render_text());
+}

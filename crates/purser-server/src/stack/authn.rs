@@ -91,7 +91,33 @@ where
                     },
                     LoginVerdict::NotChecked,
                 ),
-                Proof::Password(creds) => match password(&settings, &creds).await {
+                Proof::SubjectToken(token) => {
+                    // The exchange names no user: the token's issuer decides, and the oidc
+                    // backend alone is asked (an empty user name matches any issuer).
+                    let creds = Credentials {
+                        username: String::new(),
+                        password: token,
+                    };
+                    match password(&settings, &creds, Some(purser_authn::oidc::NAME)).await {
+                        Ok((caller, _)) => {
+                            let verdict = LoginVerdict::Accepted {
+                                account: caller.identity.account.clone(),
+                            };
+                            (caller, verdict)
+                        }
+                        Err((error, verdict, backend)) => {
+                            return Ok(TokenReply {
+                                result: Err(error),
+                                audit: Audit {
+                                    backend,
+                                    ..Audit::default()
+                                },
+                                verdict,
+                            });
+                        }
+                    }
+                }
+                Proof::Password(creds) => match password(&settings, &creds, None).await {
                     Ok((caller, from_the_past)) => {
                         stale = from_the_past;
                         let verdict = LoginVerdict::Accepted {
@@ -165,8 +191,16 @@ const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 async fn password(
     settings: &AuthnSettings,
     creds: &Credentials,
+    only: Option<&str>,
 ) -> Result<(Caller, bool), Refused> {
-    let result = settings.chain.authenticate(creds).await;
+    let result = match only {
+        Some(backend) => settings.chain.authenticate_with(backend, creds).await,
+        None => settings.chain.authenticate(creds).await,
+    };
+    // Failed OIDC logins count against the address alone: the user name is shared by every
+    // CI job of the issuer, and a stranger's bad tokens must not lock them out.
+    let typed_counts =
+        |backend: &str| backend != purser_authn::oidc::NAME && !creds.username.is_empty();
     let m = &settings.metrics;
     for a in &result.attempts {
         m.authn_attempts
@@ -215,8 +249,11 @@ async fn password(
             );
             // The backend's own name for the account counts too, so that spelling a name
             // differently buys no more guesses.
-            let mut accounts = vec![creds.username.clone()];
-            accounts.extend(account.filter(|a| *a != creds.username));
+            let mut accounts = Vec::new();
+            if typed_counts(backend) {
+                accounts.push(creds.username.clone());
+                accounts.extend(account.filter(|a| *a != creds.username));
+            }
             Err((
                 refused(),
                 LoginVerdict::Failed {
@@ -234,8 +271,11 @@ async fn password(
             tracing::info!(backend, username = %creds.username, %reason, "login refused");
             // The credential was right, so this is no guess; it still counts like a failure,
             // so that a robot retrying an expired token does not hammer the server.
-            let mut accounts = vec![creds.username.clone()];
-            accounts.extend(account.filter(|a| *a != creds.username));
+            let mut accounts = Vec::new();
+            if typed_counts(backend) {
+                accounts.push(creds.username.clone());
+                accounts.extend(account.filter(|a| *a != creds.username));
+            }
             Err((
                 ApiError::Unauthorized(reason),
                 LoginVerdict::Failed {
@@ -245,6 +285,16 @@ async fn password(
                 Some(backend),
             ))
         }
+        ChainDecision::UnknownUser if only.is_some() => Err((
+            ApiError::Unauthorized(
+                "the token exchange needs an OIDC issuer configured (authn.oidc)".into(),
+            ),
+            LoginVerdict::Failed {
+                accounts: vec![],
+                known: false,
+            },
+            None,
+        )),
         ChainDecision::UnknownUser => {
             // Every backend was asked and none knows the name: the last one ended the chain.
             let backend = result.attempts.last().map(|a| a.backend);

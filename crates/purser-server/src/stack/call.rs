@@ -13,6 +13,8 @@ pub enum Proof {
     Password(Credentials),
     Anonymous,
     Refresh(String),
+    /// An RFC 8693 token exchange: an OIDC ID token, checked by the oidc backend alone.
+    SubjectToken(purser_core::Password),
 }
 
 /// One token request, parsed and checked for shape before anything costly happens.
@@ -85,6 +87,8 @@ pub struct Audit {
     pub service: String,
     /// A capped credential's cap (a machine token's scopes), as written.
     pub cap: Option<Vec<String>>,
+    /// The labels the backend attached (an OIDC token's claims), as the policy saw them.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub decisions: Vec<(ResourceScope, Grant)>,
     /// The scopes the shadow policy decided otherwise (`authz.shadow_policy_file`).
     pub shadow: Vec<crate::shadow::ShadowDiff>,

@@ -250,7 +250,12 @@ fn get_proof(
     }
 }
 
-/// POST: the OAuth2 password and refresh-token grants.
+/// The RFC 8693 token exchange grant, and the subject token types it takes (an OIDC ID token).
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+/// POST: the OAuth2 password and refresh-token grants, and the token exchange.
 fn post_proof(headers: &HeaderMap, params: &Params) -> Result<Proof, ApiError> {
     match params.grant_type.as_deref() {
         Some("password") => {
@@ -268,8 +273,29 @@ fn post_proof(headers: &HeaderMap, params: &Params) -> Result<Proof, ApiError> {
                 "the refresh_token grant needs refresh_token".into(),
             )),
         },
+        Some(TOKEN_EXCHANGE) => {
+            match params.subject_token_type.as_deref() {
+                Some(JWT_TYPE | ID_TOKEN_TYPE) => {}
+                Some(_) => {
+                    return Err(ApiError::Unsupported(format!(
+                        "subject_token_type must be {JWT_TYPE} or {ID_TOKEN_TYPE}"
+                    )))
+                }
+                None => {
+                    return Err(ApiError::Unsupported(
+                        "the token exchange needs subject_token_type".into(),
+                    ))
+                }
+            }
+            match params.subject_token.as_deref() {
+                Some(t) if !t.is_empty() => Ok(Proof::SubjectToken(purser_core::Password::new(t))),
+                _ => Err(ApiError::Unsupported(
+                    "the token exchange needs subject_token".into(),
+                )),
+            }
+        }
         Some(other) => Err(ApiError::UnsupportedGrantType(format!(
-            "grant_type {:?} is not supported; use password or refresh_token",
+            "grant_type {:?} is not supported; use password, refresh_token or {TOKEN_EXCHANGE}",
             other.chars().take(40).collect::<String>()
         ))),
         // A form without a grant but with Basic credentials is a GET in disguise; some clients

@@ -80,6 +80,7 @@ impl Service<TokenCall> for IssueService {
         // The caller's names move into the audit record once the token is made: no copies.
         audit.account = Some(identity.account);
         audit.groups = identity.groups;
+        audit.labels = identity.labels;
         audit.machine_token = identity.machine.map(|m| m.name);
         ready(Ok(TokenReply {
             result,
@@ -190,10 +191,13 @@ impl IssueSettings {
         // ends at the first login plus `token.refresh_lifetime`, whatever refreshes happen.
         let refresh_token = match backend {
             Some(_) if call.want_refresh && presented_refresh.is_some() => presented_refresh,
+            // An OIDC login has no session to refresh: the CI job asks its issuer for a new
+            // ID token instead.
             Some(bk)
                 if call.want_refresh
                     && !self.refresh_lifetime.is_zero()
-                    && !identity.is_anonymous() =>
+                    && !identity.is_anonymous()
+                    && bk != purser_authn::oidc::NAME =>
             {
                 // A machine token is looked up by its name, and its session never outlives it.
                 let token = identity.machine.as_ref().map(|m| m.name.as_str());

@@ -140,7 +140,8 @@ pub fn shed_or_timeout(e: BoxError, realm: &str) -> Response<Body> {
 }
 
 /// The audit record: one structured line per token request. Never a password or a token.
-/// `scopes` and `groups` are written as JSON text; the JSON log format turns them into arrays
+/// `scopes`, `groups` and `labels` are written as JSON text; the JSON log format turns them into
+/// arrays and an object
 /// (see `crate::logging`).
 fn audit_record(s: &Served) {
     let a: &Audit = &s.audit;
@@ -165,6 +166,25 @@ fn audit_record(s: &Served) {
             service = %a.service,
             scopes = %scopes,
             shadow = shadow.as_deref(),
+            outcome = s.outcome.label(),
+            status = s.status.as_u16(),
+            "token request"
+        );
+        return;
+    }
+    if !a.labels.is_empty() {
+        // The labels a backend attached (an OIDC token's claims), as the policy saw them.
+        let labels = serde_json::to_string(&a.labels).unwrap_or_default();
+        tracing::info!(
+            target: AUDIT_TARGET,
+            client_ip = %s.client,
+            method = s.method,
+            account = a.account.as_deref().unwrap_or(""),
+            backend = a.backend.unwrap_or(""),
+            groups = %groups,
+            labels = %labels,
+            stale = a.stale,
+            scopes = %scopes,
             outcome = s.outcome.label(),
             status = s.status.as_u16(),
             "token request"
