@@ -239,3 +239,39 @@ fn an_untrusted_certificate_fails_at_connect_with_what_the_certificate_is() {
         "{text}"
     );
 }
+
+#[test]
+fn the_labels_found_are_a_step_and_reach_the_policy() {
+    let d = Slapd::start();
+    let policy = r#"rules:
+  - name: department repositories
+    match: { labels: { department: "*" }, name: "${labels.department}/**" }
+    actions: [pull, push]
+"#;
+    let (code, text) = doctor(
+        ldap_block(
+            &d,
+            json!({ "labels": {
+                "department": "departmentNumber",
+                "title": "title",
+                "badge": "employeeNumber",
+            } }),
+        ),
+        &[("policy.yaml", policy)],
+        "alice",
+        &slapd::password_of("alice"),
+        &["repository:eng/app:push,pull", "repository:ops/app:pull"],
+    );
+    assert_eq!(code, 0, "{text}");
+    for expected in [
+        ". labels\n",
+        "department (departmentNumber): eng",
+        "title (title): Staff Engineer",
+        "badge (employeeNumber): not in the entry",
+        "login would succeed: account alice, groups [admins, developers], labels [department=eng, title=Staff Engineer]",
+        "repository:eng/app:push,pull -> push,pull (rule 0 \"department repositories\")",
+    ] {
+        assert!(text.contains(expected), "expected {expected:?}:\n{text}");
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+}

@@ -355,3 +355,95 @@ fn two_hundred_concurrent_logins_stay_within_the_service_pool() {
         + m[r#"purser_ldap_pool_connections{state="busy"}"#];
     assert!(open <= POOL_SIZE as f64, "{open} pooled connections");
 }
+
+/// The actions the token of `user` grants on the repository `repo` (asked for pull and push),
+/// from its `access` claim; panics unless 200.
+fn repo_actions(p: &Purser, user: &str, repo: &str) -> Vec<String> {
+    let scope = format!("repository:{repo}:pull,push");
+    let r = p.token_get(
+        &[("service", SERVICE), ("scope", &scope)],
+        Some((user, &ldap_password(user))),
+    );
+    assert_eq!(
+        r.status,
+        200,
+        "{user} {repo}: {}\n{}",
+        r.text(),
+        p.log_tail()
+    );
+    let claims = Jwt::decode(r.json()["token"].as_str().expect("token")).claims;
+    let access = claims["access"].as_array().cloned().unwrap_or_default();
+    access
+        .iter()
+        .filter(|a| a["name"] == repo)
+        .flat_map(|a| a["actions"].as_array().cloned().unwrap_or_default())
+        .map(|a| a.as_str().expect("action").to_string())
+        .collect()
+}
+
+#[test]
+fn directory_attributes_become_labels_the_policy_matches_and_names_repositories_with() {
+    let d = Slapd::start();
+    let policy = r#"rules:
+  - name: department repositories
+    match: { labels: { department: "*" }, type: repository, name: "${labels.department}/**" }
+    actions: [pull, push]
+"#;
+    let labels = json!({ "department": "departmentNumber", "title": "title" });
+    let mut search = ldap_config(&d);
+    set_path(&mut search, "authn.ldap.labels", labels.clone());
+    let mut direct = ldap_config(&d);
+    set_path(
+        &mut direct,
+        "authn.ldap",
+        json!({ "urls": [d.url()],
+            "user_dn": format!("uid={{username}},{}", slapd::PEOPLE),
+            "labels": labels,
+            "timeout": "3s",
+        }),
+    );
+    for (mode, mut config) in [("search-then-bind", search), ("direct bind", direct)] {
+        set_path(&mut config, "log.format", json!("json"));
+        let p = Purser::start(config, &[("policy.yaml", policy)]);
+        let push = vec!["pull".to_string(), "push".to_string()];
+
+        // alice's entry has departmentNumber eng: push to eng/**, nothing in ops/**; asked
+        // twice, the second login from the credential cache.
+        assert_eq!(repo_actions(&p, "alice", "eng/app"), push, "{mode}");
+        assert_eq!(repo_actions(&p, "alice", "eng/app"), push, "{mode}: cached");
+        assert!(
+            p.metric("purser_authn_cache_hits_total", &[("backend", "ldap")]) >= 1.0,
+            "{mode}: the second login was not answered from the cache"
+        );
+        assert!(repo_actions(&p, "alice", "ops/app").is_empty(), "{mode}");
+        // bob's is ops.
+        assert_eq!(repo_actions(&p, "bob", "ops/app"), push, "{mode}");
+        assert!(repo_actions(&p, "bob", "eng/app").is_empty(), "{mode}");
+        // carol's entry has no departmentNumber: no label, and the rule grants her nothing.
+        for repo in ["eng/app", "ops/app"] {
+            assert!(repo_actions(&p, "carol", repo).is_empty(), "{mode} {repo}");
+        }
+
+        // The audit records list the labels found, and only those.
+        let records = p.audit_records();
+        let labels_of = |account: &str| {
+            records
+                .iter()
+                .rev()
+                .find(|r| r["account"] == account && r["status"] == 200)
+                .unwrap_or_else(|| panic!("{mode}: no audit record of {account}"))["labels"]
+                .clone()
+        };
+        assert_eq!(
+            labels_of("alice"),
+            json!({ "department": "eng", "title": "Staff Engineer" }),
+            "{mode}"
+        );
+        assert_eq!(labels_of("bob"), json!({ "department": "ops" }), "{mode}");
+        assert!(
+            labels_of("carol").is_null(),
+            "{mode}: {}",
+            labels_of("carol")
+        );
+    }
+}

@@ -9,8 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use purser_authn::conformance;
-use purser_authn::ldap::{LdapAuthenticator, LdapSettings};
+use purser_authn::ldap::{LdapAuthenticator, LdapSettings, MAX_LABEL_VALUE};
+use purser_authn::{AnswerSource, Cached};
 use purser_core::{Authenticator, AuthnOutcome, BackendError, Credentials, Identity, Password};
 use purser_testkit::slapd::{self, Slapd};
 
@@ -229,6 +232,105 @@ async fn groups_and_lookup() {
             .await,
         Err(BackendError::Unsupported { .. })
     ));
+}
+
+/// `labels: { department: departmentNumber, title: title, about: description }`.
+fn with_labels(settings: LdapSettings) -> LdapSettings {
+    LdapSettings {
+        labels: BTreeMap::from([
+            ("department".into(), "departmentNumber".into()),
+            // The attribute's name in another case: attribute names are case-insensitive.
+            ("title".into(), "TITLE".into()),
+            ("about".into(), "description".into()),
+        ]),
+        ..settings
+    }
+}
+
+fn labels_of(r: Result<AuthnOutcome, BackendError>) -> BTreeMap<String, String> {
+    match r {
+        Ok(AuthnOutcome::Accepted(identity)) => identity.labels,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_of_the_user_s_entry_become_labels() {
+    let slapd = Slapd::start();
+    let mut about = slapd::long_description();
+    // Cut at the bound, then back to the character boundary (`é` is 2 bytes).
+    about.truncate(MAX_LABEL_VALUE - 1);
+    assert!(about.len() < MAX_LABEL_VALUE);
+    let alice = BTreeMap::from([
+        ("department".to_string(), "eng".to_string()),
+        ("title".to_string(), "Staff Engineer".to_string()),
+        ("about".to_string(), about),
+    ]);
+    let bob = BTreeMap::from([("department".to_string(), "ops".to_string())]);
+    let with_service = LdapSettings {
+        bind_dn: slapd::SERVICE_DN.into(),
+        bind_password: Password::new(slapd::SERVICE_PASSWORD),
+        ..direct_settings(&slapd)
+    };
+    for (mode, settings) in [
+        ("search", search_settings(&slapd)),
+        ("direct", direct_settings(&slapd)),
+        ("direct with a service account", with_service.clone()),
+    ] {
+        let ldap = LdapAuthenticator::new(with_labels(settings)).unwrap();
+        assert_eq!(
+            labels_of(ldap.authenticate(&creds("alice")).await),
+            alice,
+            "{mode}"
+        );
+        // An attribute the entry lacks leaves its label out.
+        assert_eq!(
+            labels_of(ldap.authenticate(&creds("bob")).await),
+            bob,
+            "{mode}"
+        );
+        assert_eq!(
+            labels_of(ldap.authenticate(&creds("carol")).await),
+            BTreeMap::new(),
+            "{mode}"
+        );
+        // The groups are still read beside them.
+        assert_eq!(
+            ldap.authenticate(&creds("alice")).await,
+            Ok(AuthnOutcome::Accepted(Identity {
+                labels: alice.clone(),
+                ..Identity::new("alice", vec!["admins".into(), "developers".into()])
+            })),
+            "{mode}"
+        );
+    }
+
+    // Lookups (the refresh grant's) carry the labels too.
+    for settings in [search_settings(&slapd), with_service] {
+        let ldap = LdapAuthenticator::new(with_labels(settings)).unwrap();
+        let found = ldap.lookup("alice").await.unwrap().unwrap();
+        assert_eq!(found.labels, alice);
+        let found = ldap.lookup("carol").await.unwrap().unwrap();
+        assert!(found.labels.is_empty(), "{found:?}");
+    }
+
+    // A remembered login keeps the labels.
+    let cached = Cached::new(
+        Arc::new(LdapAuthenticator::new(with_labels(search_settings(&slapd))).unwrap()),
+        Duration::from_secs(3600),
+    );
+    let first = cached.answer(&creds("alice")).await;
+    assert_eq!(first.source, AnswerSource::Backend);
+    let again = cached.answer(&creds("alice")).await;
+    assert_eq!(again.source, AnswerSource::Cache);
+    assert_eq!(labels_of(again.result), alice);
+
+    // Without `labels`, no label at all.
+    let plain = LdapAuthenticator::new(search_settings(&slapd)).unwrap();
+    assert_eq!(
+        labels_of(plain.authenticate(&creds("alice")).await),
+        BTreeMap::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,14 +357,12 @@ fn parse_glob(s: &str, placeholders: bool) -> Result<Vec<Atom>, String> {
 }
 
 /// Longest label name a pattern or a rule may name.
-pub(crate) const MAX_LABEL_KEY: usize = 64;
+pub(crate) const MAX_LABEL_KEY: usize = purser_core::MAX_LABEL_NAME;
 
-/// Whether `k` is a label name: letters, digits, `_` and `-`, 1 to [`MAX_LABEL_KEY`] bytes.
+/// Whether `k` is a label name: letters, digits, `_` and `-`, 1 to [`MAX_LABEL_KEY`] bytes
+/// (the one rule, which the backends' configurations check too).
 pub(crate) fn valid_label_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= MAX_LABEL_KEY
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    purser_core::is_label_name(k)
 }
 
 /// The label name of a placeholder `labels.KEY`, when it is one.

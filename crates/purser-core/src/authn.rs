@@ -66,6 +66,20 @@ pub struct Identity {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Longest label name: the policy's bound, and every backend's that makes labels.
+pub const MAX_LABEL_NAME: usize = 64;
+
+/// Whether `name` is a label name as the policy accepts it (`match: { labels: { KEY: ... } }`,
+/// `${labels.KEY}`): letters, digits, `_` and `-`, 1 to [`MAX_LABEL_NAME`] bytes. Backends
+/// that let operators name labels (OIDC, LDAP) check their configuration with it.
+pub fn is_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_LABEL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The machine token behind an identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineLogin {

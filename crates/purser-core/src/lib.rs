@@ -20,8 +20,8 @@ mod scope;
 mod signer;
 
 pub use authn::{
-    Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity, MachineLogin,
-    Password,
+    is_label_name, Authenticator, AuthnOutcome, BackendError, BackendName, Credentials, Identity,
+    MachineLogin, Password, MAX_LABEL_NAME,
 };
 pub use authz::{Authorizer, Grant, RequestContext, RuleRef};
 pub use limit::{

@@ -13,7 +13,8 @@
 //! The seed (see [`USERS`]): `dc=example,dc=org` with
 //! - `ou=people`: `alice`, `bob`, `carol`, `zoë` (non-ASCII uid and cn), `dan, jr` (a comma in
 //!   the uid), `user01`..`user20`, `twin` twice (once in `ou=contractors,ou=people`), and
-//!   [`MULTI_UID`] with a second `uid` value;
+//!   [`MULTI_UID`] with a second `uid` value; `alice` and `bob` carry the attributes of
+//!   [`ATTRIBUTES`] (`departmentNumber`, `title`, a long `description`), the others none;
 //! - `ou=services`: the service account [`SERVICE_DN`] / [`SERVICE_PASSWORD`];
 //! - `ou=groups`: groupOfNames `developers` (alice, zoë, user01..user20) and `admins` (alice);
 //!   posixGroup `contractors` (`memberUid: bob`, for `(memberUid={username})` filters).
@@ -47,6 +48,20 @@ pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
 /// The users of the seed besides `user01`..`user20`.
 pub const USERS: &[&str] = &["alice", "bob", "carol", "zoë", "dan, jr"];
+
+/// Attributes of some users' entries beyond their names, for labels: (uid, attribute, value).
+/// `carol` and the others have none of them.
+pub const ATTRIBUTES: &[(&str, &str, &str)] = &[
+    ("alice", "departmentNumber", "eng"),
+    ("alice", "title", "Staff Engineer"),
+    ("bob", "departmentNumber", "ops"),
+];
+
+/// `alice`'s `description`: 401 bytes, `x` then 200 times `é` (2 bytes each), longer than a
+/// label may be.
+pub fn long_description() -> String {
+    format!("x{}", "é".repeat(200))
+}
 
 /// A user whose entry has two `uid` values (`pat` and `patricia`).
 pub const MULTI_UID: &str = "pat";
@@ -473,18 +488,26 @@ fn seed() -> String {
         .copied()
         .chain(numbered.iter().map(String::as_str))
         .collect();
+    let description = long_description();
     let mut person = |dn: &str, uid: &str| {
         let pw = password_of(uid);
-        entry(
-            dn,
-            &[
-                ("objectClass", "inetOrgPerson"),
-                ("uid", uid),
-                ("cn", uid),
-                ("sn", uid),
-                ("userPassword", &pw),
-            ],
+        let mut attrs = vec![
+            ("objectClass", "inetOrgPerson"),
+            ("uid", uid),
+            ("cn", uid),
+            ("sn", uid),
+            ("userPassword", pw.as_str()),
+        ];
+        attrs.extend(
+            ATTRIBUTES
+                .iter()
+                .filter(|(u, _, _)| *u == uid)
+                .map(|(_, k, v)| (*k, *v)),
         );
+        if uid == "alice" {
+            attrs.push(("description", description.as_str()));
+        }
+        entry(dn, &attrs);
     };
     for uid in &all {
         person(&user_dn(uid), uid);

@@ -9,7 +9,7 @@ use purser_core::Identity;
 use super::escape::{fill, filter_value};
 use super::refusal::BindRefusal;
 use super::tls::TlsReport;
-use super::{close, is_dn_template, LdapAuthenticator, UserEntry, MAX_GROUPS, MEMBER_OF};
+use super::{close, is_dn_template, LdapAuthenticator, UserEntry, MAX_GROUPS};
 
 /// Most DNs listed when a search finds several entries.
 const LIST_AT_MOST: usize = 5;
@@ -18,7 +18,7 @@ const LIST_AT_MOST: usize = 5;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     /// `connect ldaps://...`, `service bind`, `user search`, `user bind`, `user entry`,
-    /// `group search`.
+    /// `account`, `labels` (when `labels` are configured), `group search`.
     pub name: String,
     /// Whether the login can go on past this step.
     pub ok: bool,
@@ -175,13 +175,14 @@ impl LdapAuthenticator {
                 "scope: subtree".into(),
                 format!("filter: {filter}"),
             ];
+            let attrs = self.entry_attributes();
             let result = self
                 .search_on(
                     &ldap,
                     &self.user_base,
                     &filter,
                     2,
-                    vec![self.account_attribute.as_str(), MEMBER_OF],
+                    attrs.iter().map(String::as_str).collect(),
                 )
                 .await;
             close(ldap).await;
@@ -322,7 +323,27 @@ impl LdapAuthenticator {
             }
         };
 
-        // 6. Groups.
+        // 6. Labels: each configured attribute's first value, or its absence (not an error:
+        // the label is left out and rules naming it do not match).
+        if !self.labels.is_empty() {
+            let lines = self
+                .labels
+                .iter()
+                .map(|(label, attribute)| match entry.labels.get(label) {
+                    Some(value) => format!("{label} ({attribute}): {value}"),
+                    None => format!(
+                        "{label} ({attribute}): not in the entry (or not readable): no such label"
+                    ),
+                })
+                .collect();
+            steps.push(step("labels", true, lines));
+        }
+        let with_labels = |identity: Identity| Identity {
+            labels: entry.labels.clone(),
+            ..identity
+        };
+
+        // 7. Groups.
         if self.group_base.is_empty() {
             steps.push(step(
                 "group search",
@@ -330,7 +351,7 @@ impl LdapAuthenticator {
                 vec!["no group_base: no groups".into()],
             ));
             close(ldap).await;
-            return Some(Identity::new(account, Vec::new()));
+            return Some(with_labels(Identity::new(account, Vec::new())));
         }
         let filter = fill(
             &self.group_filter,
@@ -419,7 +440,7 @@ impl LdapAuthenticator {
             format!("found: {}", groups.join(", "))
         });
         steps.push(step("group search", true, lines));
-        Some(Identity::new(account, groups))
+        Some(with_labels(Identity::new(account, groups)))
     }
 
     /// Binds as `dn` on a new connection (the user-bind path, without its slot).

@@ -36,6 +36,10 @@
 //! falling back to the name typed would reopen the hole, and the DN's RDN is no better (in direct
 //! bind it is the name typed).
 //!
+//! `labels` (label name -> attribute) are requested with that same read of the entry: each
+//! label is its attribute's first value, bounded to [`MAX_LABEL_VALUE`] bytes, and an entry
+//! without the attribute gets no such label, so that a policy rule naming it does not match.
+//!
 //! Pooled connections are never bound as a user: user binds always use their own connection,
 //! closed (unbind) right after. Their number is bounded by `pool_size` too.
 //!
@@ -54,6 +58,7 @@ pub use self::pool::PoolStats;
 pub use self::refusal::BindRefusal;
 pub use self::tls::TlsReport;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +87,11 @@ pub const MAX_USERNAME_LEN: usize = 256;
 pub const MAX_PASSWORD_LEN: usize = 1024;
 /// Most groups read for one user; the rest are dropped with a warning.
 const MAX_GROUPS: i32 = 1000;
+/// Most labels (`labels`) read from a user's entry.
+pub const MAX_LABELS: usize = 32;
+/// Longest label value kept (in bytes); a longer attribute value is cut at a character
+/// boundary, so that one entry cannot fill every token and audit record.
+pub const MAX_LABEL_VALUE: usize = 256;
 
 /// The `authn.ldap` settings, with secrets already resolved (`bind_password_file` read).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +122,9 @@ pub struct LdapSettings {
     pub group_name_attribute: String,
     /// The attribute of the user's entry holding the account name (single-valued).
     pub account_attribute: String,
+    /// Labels for the policy (`match: { labels: ... }`, `${labels.KEY}`) and the audit record:
+    /// label name -> attribute of the user's entry, whose first value becomes the label.
+    pub labels: BTreeMap<String, String>,
     /// Bound on each directory operation: connect, bind, search.
     pub timeout: Duration,
     /// Connections bound as the service account kept open at most; also the bound on
@@ -136,6 +149,7 @@ impl Default for LdapSettings {
             group_filter: "(member={dn})".into(),
             group_name_attribute: "cn".into(),
             account_attribute: "uid".into(),
+            labels: BTreeMap::new(),
             timeout: Duration::from_secs(5),
             pool_size: 8,
         }
@@ -304,6 +318,28 @@ impl LdapSettings {
                 ),
             );
         }
+        for (label, attribute) in &self.labels {
+            if !purser_core::is_label_name(label) {
+                problem(
+                    "labels",
+                    format!("{label:?} is not a label name: letters, digits, _ and -, at most {} characters", purser_core::MAX_LABEL_NAME),
+                );
+            }
+            if !is_attribute_name(attribute) {
+                problem(
+                    "labels",
+                    format!(
+                        "{label}: {attribute:?} is not an attribute name, e.g. departmentNumber"
+                    ),
+                );
+            }
+        }
+        if self.labels.len() > MAX_LABELS {
+            problem(
+                "labels",
+                format!("{} labels: at most {MAX_LABELS}", self.labels.len()),
+            );
+        }
         if self.timeout.is_zero() {
             problem("timeout", "must be more than 0s".into());
         }
@@ -334,6 +370,18 @@ pub fn is_attribute_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         })
+}
+
+/// `value` cut to at most [`MAX_LABEL_VALUE`] bytes, at a character boundary.
+fn bounded_label(mut value: String) -> String {
+    if value.len() > MAX_LABEL_VALUE {
+        let mut end = MAX_LABEL_VALUE;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    value
 }
 
 fn check_filter(
@@ -392,6 +440,9 @@ struct UserEntry {
     /// How many `memberOf` values the entry has (Active Directory, OpenLDAP's memberof
     /// overlay): groups the group search should then find.
     member_of: usize,
+    /// The labels found: the first value of each label's attribute, bounded; an attribute
+    /// the entry lacks (or the reader may not see) leaves its label out.
+    labels: BTreeMap<String, String>,
 }
 
 /// The attribute that lists an entry's groups where the directory keeps one.
@@ -411,6 +462,8 @@ pub struct LdapAuthenticator {
     group_filter: String,
     group_name_attribute: String,
     account_attribute: String,
+    /// Label name -> attribute, read with the user's entry.
+    labels: BTreeMap<String, String>,
     timeout: Duration,
     user_binds: Semaphore,
     health: Mutex<Health>,
@@ -463,6 +516,7 @@ impl LdapAuthenticator {
             group_filter: settings.group_filter,
             group_name_attribute: settings.group_name_attribute,
             account_attribute: settings.account_attribute,
+            labels: settings.labels,
             timeout: settings.timeout,
             user_binds: Semaphore::new(settings.pool_size),
             health: Mutex::new(Health::Unknown),
@@ -558,23 +612,25 @@ impl LdapAuthenticator {
         self.find_by(&filter).await
     }
 
+    /// The attributes requested with the user's entry: the account, `memberOf` and the labels'.
+    fn entry_attributes(&self) -> Vec<String> {
+        let mut attrs = vec![self.account_attribute.clone(), MEMBER_OF.to_string()];
+        attrs.extend(self.labels.values().cloned());
+        attrs
+    }
+
     /// Searches `user_base` with `filter` for one entry, on the service pool.
     async fn find_by(&self, filter: &str) -> Result<Found, DirectoryError> {
         let filter = filter.to_string();
         let base = self.user_base.clone();
-        let attr = self.account_attribute.clone();
+        let attrs = self.entry_attributes();
         let limit = self.server_time_limit();
         let result = self
             .with_pool(Op::UserSearch, |mut ldap| {
-                let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
+                let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
                 async move {
                     ldap.with_search_options(SearchOptions::new().sizelimit(2).timelimit(limit))
-                        .search(
-                            &base,
-                            Scope::Subtree,
-                            &filter,
-                            vec![attr.as_str(), MEMBER_OF],
-                        )
+                        .search(&base, Scope::Subtree, &filter, attrs)
                         .await
                 }
             })
@@ -608,7 +664,7 @@ impl LdapAuthenticator {
         })
     }
 
-    /// The DN and account of an entry read with `account_attribute` requested.
+    /// The DN, account and labels of an entry read with [`Self::entry_attributes`] requested.
     fn user_entry(&self, entry: SearchEntry) -> UserEntry {
         let member_of = entry
             .attrs
@@ -616,6 +672,18 @@ impl LdapAuthenticator {
             .filter(|(k, _)| k.eq_ignore_ascii_case(MEMBER_OF))
             .map(|(_, v)| v.len())
             .sum();
+        let labels = self
+            .labels
+            .iter()
+            .filter_map(|(label, attribute)| {
+                let first = entry
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(attribute))
+                    .find_map(|(_, v)| v.first())?;
+                Some((label.clone(), bounded_label(first.clone())))
+            })
+            .collect();
         let values: Vec<String> = entry
             .attrs
             .into_iter()
@@ -633,6 +701,7 @@ impl LdapAuthenticator {
             dn: entry.dn,
             account,
             member_of,
+            labels,
         }
     }
 
@@ -644,18 +713,13 @@ impl LdapAuthenticator {
         bound: Option<&Ldap>,
     ) -> Result<Option<UserEntry>, DirectoryError> {
         let dn = dn.to_string();
-        let attr = self.account_attribute.clone();
+        let attrs = self.entry_attributes();
         let limit = self.server_time_limit();
         let read = |mut ldap: Ldap| {
-            let (dn, attr) = (dn.clone(), attr.clone());
+            let (dn, attrs) = (dn.clone(), attrs.clone());
             async move {
                 ldap.with_search_options(SearchOptions::new().sizelimit(1).timelimit(limit))
-                    .search(
-                        &dn,
-                        Scope::Base,
-                        "(objectClass=*)",
-                        vec![attr.as_str(), MEMBER_OF],
-                    )
+                    .search(&dn, Scope::Base, "(objectClass=*)", attrs)
                     .await
             }
         };
@@ -718,7 +782,7 @@ impl LdapAuthenticator {
                         &self.user_base,
                         Scope::Subtree,
                         &filter,
-                        vec![self.account_attribute.as_str(), MEMBER_OF],
+                        self.entry_attributes(),
                     ),
             )
             .await?;
@@ -918,6 +982,7 @@ impl LdapAuthenticator {
                     dn: dn.clone(),
                     account: Err(NoAccount::OwnEntryUnreadable),
                     member_of: 0,
+                    labels: BTreeMap::new(),
                 },
                 Err(reason) => {
                     close(ldap).await;
@@ -943,7 +1008,9 @@ impl LdapAuthenticator {
         close(ldap).await;
         let groups = groups?;
         self.warn_if_groups_missed(&entry, &groups);
-        Ok(AuthnOutcome::Accepted(Identity::new(account, groups)))
+        let mut identity = Identity::new(account, groups);
+        identity.labels = entry.labels;
+        Ok(AuthnOutcome::Accepted(identity))
     }
 
     async fn find(&self, account: &str) -> Result<Option<Identity>, DirectoryError> {
@@ -985,7 +1052,9 @@ impl LdapAuthenticator {
         };
         let groups = self.groups(&entry.dn, &name, None).await?;
         self.warn_if_groups_missed(&entry, &groups);
-        Ok(Some(Identity::new(name, groups)))
+        let mut identity = Identity::new(name, groups);
+        identity.labels = entry.labels;
+        Ok(Some(identity))
     }
 
     /// The entry lists groups (`memberOf`) but the group search found none: the group settings

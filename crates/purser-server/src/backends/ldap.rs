@@ -1,10 +1,13 @@
 //! `authn.ldap`: a directory, by direct bind or search-then-bind through a pool of
 //! service-account connections.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use purser_authn::ldap::{LdapAuthenticator, LdapSettings, PoolStats};
+use purser_authn::ldap::{
+    is_attribute_name, LdapAuthenticator, LdapSettings, PoolStats, MAX_LABELS,
+};
 use purser_core::Authenticator;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +56,11 @@ pub struct LdapConfig {
     /// Attribute of the user's entry holding the account name, the name the policy, the token
     /// and the lockout see (`sAMAccountName` for Active Directory). Default `uid`.
     pub account_attribute: String,
+    /// Labels for the policy (`match: { labels: ... }`, `${labels.KEY}`) and the audit record,
+    /// label name -> attribute of the user's entry, e.g. `{ department: departmentNumber }`:
+    /// the attribute's first value, read with the entry; an entry without it gets no such
+    /// label. At most 32. Default empty.
+    pub labels: BTreeMap<String, String>,
     /// Bound on every directory operation. Default `5s`.
     pub timeout: HumanDuration,
     /// Service-account connections kept. Default `8`.
@@ -77,6 +85,7 @@ impl std::fmt::Debug for LdapConfig {
             .field("group_filter", &self.group_filter)
             .field("group_name_attribute", &self.group_name_attribute)
             .field("account_attribute", &self.account_attribute)
+            .field("labels", &self.labels)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
             .finish()
@@ -100,6 +109,7 @@ impl Default for LdapConfig {
             group_filter: "(member={dn})".into(),
             group_name_attribute: "cn".into(),
             account_attribute: "uid".into(),
+            labels: BTreeMap::new(),
             timeout: HumanDuration::secs(5),
             pool_size: 8,
         }
@@ -123,6 +133,7 @@ impl LdapConfig {
             group_filter: self.group_filter.clone(),
             group_name_attribute: self.group_name_attribute.clone(),
             account_attribute: self.account_attribute.clone(),
+            labels: self.labels.clone(),
             timeout: self.timeout.0,
             pool_size: self.pool_size,
         }
@@ -210,7 +221,30 @@ impl Backend for LdapConfig {
                 "must name an attribute, e.g. cn",
             ));
         }
-        if !purser_authn::ldap::is_attribute_name(&l.account_attribute) {
+        for (label, attribute) in &l.labels {
+            if !purser_core::is_label_name(label) {
+                p.push(Problem::new(
+                    format!("{at}.labels"),
+                    format!(
+                        "{label:?} is not a label name: letters, digits, _ and -, at most {} characters",
+                        purser_core::MAX_LABEL_NAME
+                    ),
+                ));
+            }
+            if !is_attribute_name(attribute) {
+                p.push(Problem::new(
+                    format!("{at}.labels.{label}"),
+                    format!("{attribute:?} is not an attribute name; name the attribute of the user's entry, e.g. departmentNumber"),
+                ));
+            }
+        }
+        if l.labels.len() > MAX_LABELS {
+            p.push(Problem::new(
+                format!("{at}.labels"),
+                format!("{} labels: at most {MAX_LABELS}", l.labels.len()),
+            ));
+        }
+        if !is_attribute_name(&l.account_attribute) {
             p.push(Problem::new(
                 format!("{at}.account_attribute"),
                 format!(
@@ -297,4 +331,71 @@ fn export_pool_gauges(ldap: &Arc<LdapAuthenticator>, metrics: &Metrics) {
             set(ldap.pool_stats());
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(c: &LdapConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        c.validate("authn.ldap", &mut p);
+        p.iter().map(ToString::to_string).collect()
+    }
+
+    fn direct() -> LdapConfig {
+        LdapConfig {
+            user_dn: "uid={username},ou=people,dc=example,dc=org".into(),
+            ..LdapConfig::default()
+        }
+    }
+
+    #[test]
+    fn labels_need_policy_label_names_and_attribute_names_and_are_bounded() {
+        let mut c = direct();
+        c.labels = BTreeMap::from([
+            ("department".into(), "departmentNumber".into()),
+            ("job-title_2".into(), "title;lang-en".into()),
+        ]);
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        assert!(LdapAuthenticator::new(c.settings()).is_ok());
+
+        c.labels = BTreeMap::from([
+            ("bad key".into(), "title".into()),
+            ("dept".into(), "".into()),
+            ("cost".into(), "cost center".into()),
+            ("x".repeat(65), "title".into()),
+        ]);
+        let p = problems(&c).join("\n");
+        assert!(
+            p.contains("authn.ldap.labels: \"bad key\" is not a label name"),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!(
+                "authn.ldap.labels: {:?} is not a label name",
+                "x".repeat(65)
+            )),
+            "{p}"
+        );
+        assert!(
+            p.contains("authn.ldap.labels.dept: \"\" is not an attribute name"),
+            "{p}"
+        );
+        assert!(
+            p.contains("authn.ldap.labels.cost: \"cost center\" is not an attribute name"),
+            "{p}"
+        );
+        // The library refuses the same settings on its own.
+        let e = LdapAuthenticator::new(c.settings())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("authn.ldap.labels"), "{e}");
+
+        c.labels = (0..=MAX_LABELS)
+            .map(|i| (format!("l{i}"), format!("a{i}")))
+            .collect();
+        let p = problems(&c).join("\n");
+        assert!(p.contains("33 labels: at most 32"), "{p}");
+    }
 }

@@ -29,8 +29,6 @@ pub(crate) const SECRET_KEYS: &[&str] = &[];
 const MAX_CA_FILE: u64 = 4 << 20;
 /// Most issuers in one configuration.
 const MAX_ISSUERS: usize = 32;
-/// Longest label name (the policy's bound).
-const MAX_LABEL_KEY: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -153,14 +151,13 @@ impl OidcIssuerConfig {
             }
         }
         for (k, v) in &self.labels {
-            let ok_key = !k.is_empty()
-                && k.len() <= MAX_LABEL_KEY
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !ok_key {
+            if !purser_core::is_label_name(k) {
                 p.push(Problem::new(
                     format!("{at}.labels"),
-                    format!("{k:?} is not a label name: letters, digits, _ and -, at most {MAX_LABEL_KEY} characters"),
+                    format!(
+                        "{k:?} is not a label name: letters, digits, _ and -, at most {} characters",
+                        purser_core::MAX_LABEL_NAME
+                    ),
                 ));
             }
             if let Err(e) = Template::parse(v) {

@@ -1,6 +1,6 @@
 //! `purser doctor ldap --user NAME [--scope SCOPE]...`: one login through the `ldap` backend,
 //! step by step (connect to each URL with what TLS showed, service bind, user search, user
-//! bind, the user's entry, group search), then what the policy grants for each scope and by
+//! bind, the user's entry, its labels, group search), then what the policy grants for each scope and by
 //! which rule. The steps are the backend's own (`purser_authn::ldap::diagnose`); this file runs
 //! them on a runtime of its own and writes the report. No password is ever part of it.
 
@@ -44,17 +44,27 @@ pub fn ldap(config: &Config, user: &str, password: &str, scopes: &[String]) -> (
         let _ = writeln!(out, "login would FAIL at step: {failed}");
         return (out, false);
     };
-    let _ = writeln!(
+    let _ = write!(
         out,
         "login would succeed: account {}, groups [{}]",
         identity.account,
         identity.groups.join(", ")
     );
+    if !identity.labels.is_empty() {
+        let labels: Vec<String> = identity
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = write!(out, ", labels [{}]", labels.join(", "));
+    }
+    out.push('\n');
     if !scopes.is_empty() {
-        match crate::check::explain(
+        match crate::check::explain_labeled(
             config,
             &identity.account,
             identity.groups.clone(),
+            identity.labels.clone(),
             None,
             None,
             scopes,
