@@ -278,6 +278,10 @@ fn password_grant_and_token_exchange_map_claims_into_the_policy() {
     assert_eq!(rec["backend"], "oidc");
     assert_eq!(rec["groups"], json!(["acme"]));
     assert_eq!(rec["labels"]["repository"], "acme/app");
+    // A record with labels carries every other field too: replay needs the service and scopes.
+    assert!(rec["service"].is_string(), "{rec}");
+    assert!(rec["scopes"].is_array(), "{rec}");
+    assert_eq!(rec["stale"], false, "{rec}");
     assert!(rec["labels"]["ref"]
         .as_str()
         .unwrap()

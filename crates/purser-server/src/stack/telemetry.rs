@@ -140,9 +140,9 @@ pub fn shed_or_timeout(e: BoxError, realm: &str) -> Response<Body> {
 }
 
 /// The audit record: one structured line per token request. Never a password or a token.
-/// `scopes`, `groups` and `labels` are written as JSON text; the JSON log format turns them into
-/// arrays and an object
-/// (see `crate::logging`).
+/// `scopes`, `groups`, `labels`, `cap` and `shadow` are written as JSON text; the JSON log
+/// format turns them into arrays and an object (see `crate::logging`). Fields without a value
+/// (no machine token, no labels, no cap, no difference with the shadow policy) are left out.
 fn audit_record(s: &Served) {
     let a: &Audit = &s.audit;
     let scopes = scopes_json(&a.decisions);
@@ -153,51 +153,20 @@ fn audit_record(s: &Served) {
         .as_ref()
         .map(|c| serde_json::to_string(c).unwrap_or_default());
     let shadow = (!a.shadow.is_empty()).then(|| crate::shadow::diffs_json(&a.shadow));
-    if let Some(token) = &a.machine_token {
-        tracing::info!(
-            target: AUDIT_TARGET,
-            client_ip = %s.client,
-            method = s.method,
-            account = a.account.as_deref().unwrap_or(""),
-            backend = a.backend.unwrap_or(""),
-            machine_token = %token,
-            groups = %groups,
-            cap = cap.as_deref(),
-            service = %a.service,
-            scopes = %scopes,
-            shadow = shadow.as_deref(),
-            outcome = s.outcome.label(),
-            status = s.status.as_u16(),
-            "token request"
-        );
-        return;
-    }
-    if !a.labels.is_empty() {
-        // The labels a backend attached (an OIDC token's claims), as the policy saw them.
-        let labels = serde_json::to_string(&a.labels).unwrap_or_default();
-        tracing::info!(
-            target: AUDIT_TARGET,
-            client_ip = %s.client,
-            method = s.method,
-            account = a.account.as_deref().unwrap_or(""),
-            backend = a.backend.unwrap_or(""),
-            groups = %groups,
-            labels = %labels,
-            stale = a.stale,
-            scopes = %scopes,
-            outcome = s.outcome.label(),
-            status = s.status.as_u16(),
-            "token request"
-        );
-        return;
-    }
+    // The labels a backend attached (an OIDC token's claims, directory attributes), as the
+    // policy saw them; written only when there are any.
+    let labels =
+        (!a.labels.is_empty()).then(|| serde_json::to_string(&a.labels).unwrap_or_default());
     tracing::info!(
         target: AUDIT_TARGET,
         client_ip = %s.client,
         method = s.method,
         account = a.account.as_deref().unwrap_or(""),
         backend = a.backend.unwrap_or(""),
+        machine_token = a.machine_token.as_deref(),
         groups = %groups,
+        labels = labels.as_deref(),
+        cap = cap.as_deref(),
         stale = a.stale,
         service = %a.service,
         scopes = %scopes,
