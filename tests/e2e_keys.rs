@@ -1,6 +1,7 @@
 //! Signing key rotation with a key folder (`token.keys_dir`, `purser keys`), against the real
 //! registry 2.8 (Debian's docker-registry) and skopeo: a full rotation under a continuous pull
-//! loop logged in by identity token, from RS256 to ES256, with no purser restart; the refusal
+//! loop logged in by identity token and real docker logged in the same way, from RS256 to
+//! ES256, with no purser restart; the refusal
 //! of `keys activate --registry-config` while a registry does not trust the next key; and the
 //! `token.jwks_file` a registry 3.x reads, checked key by key against the signing keys.
 
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use data_encoding::BASE64URL_NOPAD;
+use purser_testkit::clients::{Dockerd, HostGuard};
 use purser_testkit::ops::PROMTOOL;
 use purser_testkit::*;
 use serde_json::{json, Value};
@@ -245,6 +247,59 @@ fn a_full_rotation_under_a_pull_loop_by_identity_token_from_rs256_to_es256() {
     }
     pulled_past(&registry, 2, "after the registry's restart");
 
+    // Real docker, logged in before the switch: `docker login` keeps the identity token purser
+    // hands out (no password stored), and dockerd trades it for access tokens by the POST
+    // refresh grant from then on.
+    let guard = HostGuard::new();
+    let docker_base = tempfile::Builder::new()
+        .prefix("keys-docker-")
+        .tempdir()
+        .unwrap();
+    let mut dockerd = Dockerd::start(docker_base.path());
+    let dcfg = dockerd.new_config("alice");
+    let host = registry.host();
+    let rootfs = dockerd.dir().join("rootfs.tar");
+    fs::write(
+        &rootfs,
+        tar_archive(&[("hello.txt", random_hex(32).as_bytes())]),
+    )
+    .unwrap();
+    let before_switch = format!("{host}/alice/docker-before:1");
+    let o = dockerd.cli(
+        &dcfg,
+        &["import", &rootfs.display().to_string(), &before_switch],
+    );
+    assert!(o.ok, "docker import: {}{}", o.stdout, o.stderr);
+    let password_file = dockerd.dir().join("password");
+    fs::write(&password_file, ALICE.1).unwrap();
+    let login = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "DOCKER_CONFIG='{}' docker -H 'unix://{}' login -u '{}' --password-stdin '{host}' < '{}'",
+            dcfg.display(),
+            dockerd.dir().join("docker.sock").display(),
+            ALICE.0,
+            password_file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "docker login: {}{}",
+        String::from_utf8_lossy(&login.stdout),
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let stored = fs::read_to_string(dcfg.join("config.json")).unwrap();
+    assert!(stored.contains("identitytoken"), "{stored}");
+    let o = dockerd.cli(&dcfg, &["push", &before_switch]);
+    assert!(
+        o.ok,
+        "docker push before the switch: {}{}\n{}",
+        o.stdout,
+        o.stderr,
+        dockerd.log_tail()
+    );
+
     // 3. Activate: the running purser switches to ES256 without a restart, and the identity
     // token of the session opened under RS256 keeps working.
     let (old_rt, _) = docker_login(&p);
@@ -282,6 +337,45 @@ fn a_full_rotation_under_a_pull_loop_by_identity_token_from_rs256_to_es256() {
         next.as_str()
     );
     pulled_past(&registry, 3, "after the activation");
+    // docker, still on the identity token it got under RS256: a push to a repository it has
+    // no token for yet needs a new access token, which only the refresh grant can give it now,
+    // signed by the new key.
+    let issued_before = metric_in(
+        &Http::get(&p.metrics_url()).send().unwrap().text(),
+        "purser_tokens_issued_total",
+        &[("alg", "ES256"), ("kind", "access")],
+    );
+    let after_switch = format!("{host}/alice/docker-after:1");
+    assert!(
+        dockerd
+            .cli(&dcfg, &["tag", &before_switch, &after_switch])
+            .ok
+    );
+    let o = dockerd.cli(&dcfg, &["push", &after_switch]);
+    assert!(
+        o.ok,
+        "docker push after the switch: {}{}\n{}\n{}",
+        o.stdout,
+        o.stderr,
+        dockerd.log_tail(),
+        p.log_tail()
+    );
+    let issued_after = metric_in(
+        &Http::get(&p.metrics_url()).send().unwrap().text(),
+        "purser_tokens_issued_total",
+        &[("alg", "ES256"), ("kind", "access")],
+    );
+    assert!(
+        issued_after > issued_before,
+        "docker's push got no ES256 token"
+    );
+    let stored = fs::read_to_string(dcfg.join("config.json")).unwrap();
+    assert!(
+        stored.contains("identitytoken") && !stored.contains(ALICE.1),
+        "{stored}"
+    );
+    dockerd.stop();
+    drop(guard);
 
     // 4. Retire: refused while tokens of key-1 may be valid, accepted after the lifetimes.
     let (code, _, err) = keys(&config, &["retire", "key-1"]);
