@@ -82,7 +82,12 @@ fn listed(config: &Path, name: &str, field: &str) -> String {
 /// A password grant with `access_type=offline`, as `docker login` makes: the identity token
 /// (refresh token) and its end.
 fn docker_login(p: &Purser) -> (String, i64) {
-    let r = Http::post(&p.token_url())
+    docker_login_at(&p.token_url())
+}
+
+/// [`docker_login`] by the token endpoint's address (for threads that do not hold the server).
+fn docker_login_at(token_url: &str) -> (String, i64) {
+    let r = Http::post(token_url)
         .form(&[
             ("grant_type", "password"),
             ("username", ALICE.0),
@@ -152,22 +157,7 @@ fn a_full_rotation_under_a_pull_loop_by_identity_token_from_rs256_to_es256() {
             (gate.clone(), stop.clone(), pulls.clone(), skopeo.clone());
         let token_url = p.token_url();
         let (host, reference) = (registry.host(), registry.reference("alice/app:1"));
-        let login = move || -> (String, i64) {
-            let r = Http::post(&token_url)
-                .form(&[
-                    ("grant_type", "password"),
-                    ("username", ALICE.0),
-                    ("password", ALICE.1),
-                    ("service", SERVICE),
-                    ("client_id", "docker"),
-                    ("access_type", "offline"),
-                ])
-                .send()
-                .unwrap();
-            let rt = r.json()["refresh_token"].as_str().unwrap().to_string();
-            let exp = Jwt::decode(&rt).claims["exp"].as_i64().unwrap();
-            (rt, exp)
-        };
+        let login = move || docker_login_at(&token_url);
         std::thread::spawn(move || {
             let (mut rt, mut exp) = login();
             let mut authfile = skopeo.identity_token_authfile(&host, ALICE.0, &rt);

@@ -63,25 +63,24 @@ pub fn update<T>(
     path: &Path,
     change: impl FnOnce(Option<&str>) -> Result<(String, T), UpdateError>,
 ) -> Result<T, UpdateError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    }
-    let _held = lock(path)?;
-    let old = if path.exists() {
-        Some(purser_fs::read_text(path, MAX_BYTES).map_err(|e| io(path, e))?)
-    } else {
-        None
-    };
-    let (text, out) = change(old.as_deref())?;
-    write_atomically(path, &text)?;
-    Ok(out)
+    locked_update(path, change, true, |_| Ok(()))
 }
 
 /// Like [`update`], then `after` runs with the text written, still under the lock (so that
-/// files derived from this one are written in the same order as it).
+/// files derived from this one are written in the same order as it). A text equal to the
+/// file's is not written again.
 pub fn update_then<T>(
     path: &Path,
     change: impl FnOnce(Option<&str>) -> Result<(String, T), UpdateError>,
+    after: impl FnOnce(&str) -> Result<(), UpdateError>,
+) -> Result<T, UpdateError> {
+    locked_update(path, change, false, after)
+}
+
+fn locked_update<T>(
+    path: &Path,
+    change: impl FnOnce(Option<&str>) -> Result<(String, T), UpdateError>,
+    write_unchanged: bool,
     after: impl FnOnce(&str) -> Result<(), UpdateError>,
 ) -> Result<T, UpdateError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -94,7 +93,7 @@ pub fn update_then<T>(
         None
     };
     let (text, out) = change(old.as_deref())?;
-    if old.as_deref() != Some(text.as_str()) {
+    if write_unchanged || old.as_deref() != Some(text.as_str()) {
         write_atomically(path, &text)?;
     }
     after(&text)?;
