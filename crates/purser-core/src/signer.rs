@@ -49,7 +49,10 @@ pub trait Signer: Send + Sync {
 
     /// Signs access-token claims.
     fn sign(&self, claims: &Claims) -> Result<String, SignError> {
-        let payload = serde_json::to_vec(claims).map_err(|e| SignError::Crypto(e.to_string()))?;
+        // Claims of a few scopes fit: one allocation, no regrowth.
+        let mut payload = Vec::with_capacity(512);
+        serde_json::to_writer(&mut payload, claims)
+            .map_err(|e| SignError::Crypto(e.to_string()))?;
         self.sign_payload(&payload)
     }
 }

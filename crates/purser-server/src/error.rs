@@ -184,8 +184,12 @@ fn basic_challenge(h: &mut http::HeaderMap, realm: &str) {
 /// Every JSON answer, token answers and their errors among them: never stored by a cache
 /// (`Cache-Control: no-store`, and `Pragma: no-cache` for HTTP/1.0 caches, RFC 6749 §5.1).
 pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    json_bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// [`json_response`] for a body already written as JSON.
+pub fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(json)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

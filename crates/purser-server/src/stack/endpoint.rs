@@ -22,7 +22,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::call::{Audit, Issued, Proof, TokenCall, TokenReply};
 use super::ReqBody;
-use crate::error::{json_response, ApiError, Body, Dialect};
+use crate::error::{json_bytes_response, ApiError, Body, Dialect};
 use crate::forwarded::{client_ip, ClientAddr};
 use crate::metrics::RequestOutcome;
 use crate::request::{basic_credentials, Params};
@@ -344,7 +344,7 @@ fn answer(dialect: Dialect, issued: &Issued) -> Response<Body> {
             token_type: Some("Bearer"),
         },
     };
-    json_response(StatusCode::OK, &body)
+    json_bytes_response(StatusCode::OK, body.to_json())
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -357,24 +357,67 @@ fn rfc3339(secs: i64) -> String {
 /// How long a client is told to wait when no backend could decide.
 pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 
-/// The answer to a token request, serialised without building a JSON tree. Fields are in
-/// alphabetical order, the order the answers have always had.
-#[derive(serde::Serialize)]
+/// The answer to a token request. Fields are in alphabetical order, the order the answers have
+/// always had; the JSON is written directly (see [`TokenAnswer::to_json`]).
 struct TokenAnswer<'a> {
     access_token: &'a str,
     expires_in: i64,
     issued_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     /// POST (OAuth2) only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     /// GET (distribution) only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
     /// POST (OAuth2) only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     token_type: Option<&'static str>,
+}
+
+impl TokenAnswer<'_> {
+    /// The answer as compact JSON, byte for byte what serde_json writes for the same object.
+    /// The token is there twice in a distribution answer (`token`, `access_token`) and is most
+    /// of its bytes: a JWS is base64url and dots, which JSON strings hold as they are, so it is
+    /// copied, not run through the escaper character by character.
+    fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 * self.access_token.len() + 256);
+        out.extend_from_slice(b"{\"access_token\":");
+        json_str(&mut out, self.access_token);
+        out.extend_from_slice(b",\"expires_in\":");
+        out.extend_from_slice(self.expires_in.to_string().as_bytes());
+        out.extend_from_slice(b",\"issued_at\":");
+        json_str(&mut out, &self.issued_at);
+        let optional = [
+            ("refresh_token", self.refresh_token),
+            ("scope", self.scope),
+            ("token", self.token),
+            ("token_type", self.token_type),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
+                json_str(&mut out, value);
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Appends `s` as a JSON string: copied between quotes when no character of it needs an escape
+/// (the whole test runs over every byte, without a branch per byte), else through serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Writing a string into a Vec does not fail; were it to, the answer stays valid JSON.
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 #[cfg(test)]
@@ -397,10 +440,7 @@ mod tests {
             "token": "t", "access_token": "t", "expires_in": 300,
             "issued_at": "2026-01-01T00:00:00Z", "refresh_token": "r",
         });
-        assert_eq!(
-            serde_json::to_string(&get).unwrap(),
-            serde_json::to_string(&want).unwrap()
-        );
+        assert_eq!(get.to_json(), serde_json::to_vec(&want).unwrap());
         let post = TokenAnswer {
             access_token: "t",
             expires_in: 60,
@@ -414,9 +454,39 @@ mod tests {
             "access_token": "t", "scope": "repository:a:pull", "expires_in": 60,
             "issued_at": "2026-01-01T00:00:00Z", "token_type": "Bearer",
         });
-        assert_eq!(
-            serde_json::to_string(&post).unwrap(),
-            serde_json::to_string(&want).unwrap()
-        );
+        assert_eq!(post.to_json(), serde_json::to_vec(&want).unwrap());
+    }
+
+    #[test]
+    fn answers_escape_what_json_strings_cannot_hold_as_is() {
+        // Only the token is copied as is when it can be; anything else goes through the escaper.
+        for odd in [
+            "a\"b",
+            "back\\slash",
+            "line\nfeed",
+            "\u{1}",
+            "é ✓ \u{7f}",
+            "",
+            "eyJ0eXAiOiJKV1QifQ.e30.c2ln-_",
+        ] {
+            let a = TokenAnswer {
+                access_token: odd,
+                expires_in: -1,
+                issued_at: odd.into(),
+                refresh_token: Some(odd),
+                token: Some(odd),
+                scope: Some(odd),
+                token_type: Some("Bearer"),
+            };
+            let want = serde_json::json!({
+                "access_token": odd, "expires_in": -1, "issued_at": odd, "refresh_token": odd,
+                "scope": odd, "token": odd, "token_type": "Bearer",
+            });
+            assert_eq!(
+                String::from_utf8(a.to_json()).unwrap(),
+                serde_json::to_string(&want).unwrap(),
+                "{odd:?}"
+            );
+        }
     }
 }
