@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+
+mod watch;
 
 /// Parses the file at its path and, only when that fully succeeds, swaps the new value in.
 /// Returns a short summary for the log (`"42 rules"`), or the problem.
@@ -74,7 +75,7 @@ enum Wake {
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct ReloadHandle {
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<watch::Watching>,
     trigger: mpsc::UnboundedSender<Wake>,
 }
 
@@ -165,59 +166,18 @@ fn spawn_polling(sources: Vec<Source>, metrics: Metrics, poll_every: Duration) -
     let sources = Arc::new(sources);
     let (tx, mut rx) = mpsc::unbounded_channel::<Wake>();
 
-    let watcher = {
-        let sources = sources.clone();
-        let tx = tx.clone();
-        let names: Vec<(usize, Option<std::ffi::OsString>, PathBuf)> = sources
+    let watcher = watch::watch(
+        sources
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                (
-                    i,
-                    s.path.file_name().map(|n| n.to_os_string()),
-                    folder_of(&s.path),
-                )
+            .map(|(index, s)| watch::Watched {
+                index,
+                name: s.path.file_name().map(|n| n.to_os_string()),
+                folder: folder_of(&s.path),
             })
-            .collect();
-        let handler = move |ev: notify::Result<notify::Event>| {
-            let Ok(ev) = ev else { return };
-            // Another name's content changing (a log file written beside the policy) cannot
-            // change what a watched path reaches; a name made, renamed or removed can.
-            let relinks = matches!(
-                ev.kind,
-                notify::EventKind::Create(_)
-                    | notify::EventKind::Remove(_)
-                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-            );
-            for p in &ev.paths {
-                for (i, name, dir) in &names {
-                    if p.file_name().map(|n| n.to_os_string()) == *name {
-                        let _ = tx.send(Wake::Named(*i));
-                    } else if relinks && p.parent() == Some(dir.as_path()) {
-                        let _ = tx.send(Wake::Folder(*i));
-                    }
-                }
-            }
-        };
-        match notify::recommended_watcher(handler) {
-            Ok(mut w) => {
-                let mut dirs = HashSet::new();
-                for s in sources.iter() {
-                    let dir = folder_of(&s.path);
-                    if dirs.insert(dir.clone()) {
-                        if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch folder; changes are found by polling");
-                        }
-                    }
-                }
-                Some(w)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "file events unavailable; changes are found by polling");
-                None
-            }
-        }
-    };
+            .collect(),
+        tx.clone(),
+    );
 
     let task_sources = sources.clone();
     tokio::spawn(async move {
@@ -423,6 +383,49 @@ mod tests {
         .await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         noise.join().unwrap();
+    }
+
+    /// A log written line by line beside the policy, its file kept open, costs the server
+    /// nothing: the kernel reports none of those writes (only a close after writing, or a name
+    /// made, removed or renamed), while an edit of the policy is still found by events alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_written_beside_the_policy_delivers_no_events() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("policy.yaml");
+        std::fs::write(&path, "p1").unwrap();
+        // Two logs written in turn: the kernel merges an event into the one queued just before
+        // it when they are the same, and alternating names keeps every write its own event.
+        let mut logs = [
+            std::fs::File::create(tmp.path().join("purser.log")).unwrap(),
+            std::fs::File::create(tmp.path().join("access.log")).unwrap(),
+        ];
+        let (policy, seen) = source("policy", path.clone());
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let handle = spawn_polling(vec![policy], metrics, Duration::from_secs(3600));
+        let delivered = handle
+            ._watcher
+            .as_ref()
+            .expect("inotify watches the folder")
+            .delivered
+            .clone();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for n in 0..200 {
+            writeln!(logs[n % 2], "log line {n}").unwrap();
+        }
+        // Events arrive in order: once the policy's edit is loaded, any event of the log's
+        // writes before it has been delivered and counted.
+        std::fs::write(&path, "p2").unwrap();
+        until("policy p2", Duration::from_secs(2), || {
+            *seen.lock().unwrap() == "p2"
+        })
+        .await;
+        let n = delivered.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..10).contains(&n),
+            "{n} events delivered for 200 log lines and one edit of the policy"
+        );
+        drop(logs);
     }
 
     /// SIGHUP's reload answers once every source has been loaded.
