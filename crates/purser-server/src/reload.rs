@@ -409,7 +409,6 @@ mod tests {
             .expect("inotify watches the folder")
             .delivered
             .clone();
-        tokio::time::sleep(Duration::from_millis(50)).await;
         for n in 0..200 {
             writeln!(logs[n % 2], "log line {n}").unwrap();
         }

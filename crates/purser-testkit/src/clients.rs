@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{file_tail, random_hex, require_program, Outcome};
+use crate::process::{file_tail, random_hex, require_program, stop_child, Outcome};
 use crate::wait::{wait_until, READY_TIMEOUT};
 
 /// How long one client command may run before it is killed and the test fails.
@@ -132,25 +132,6 @@ fn mkdirs(paths: &[&Path]) {
     for p in paths {
         fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
     }
-}
-
-/// Sends SIGTERM to `child` and waits (bounded) for it; kills it when it does not exit.
-fn stop_child(child: &mut Child, what: &str) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("{what} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +353,7 @@ impl Dockerd {
     }
     /// Stops dockerd: SIGTERM, then SIGKILL after a bound.
     pub fn stop(&mut self) {
-        stop_child(&mut self.child, "dockerd");
+        stop_child(&mut self.child, "dockerd", STOP_TIMEOUT);
     }
 }
 
@@ -482,7 +463,7 @@ impl Containerd {
     }
     /// Stops containerd: SIGTERM, then SIGKILL after a bound.
     pub fn stop(&mut self) {
-        stop_child(&mut self.child, "containerd");
+        stop_child(&mut self.child, "containerd", STOP_TIMEOUT);
     }
 }
 

@@ -2,8 +2,10 @@
 //! and what a run printed.
 
 use std::fs;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
@@ -55,6 +57,66 @@ pub(crate) fn kill_child(child: &mut Child) {
         let _ = child.kill();
     }
     let _ = child.wait();
+}
+
+/// Waits until `ready()` holds for a server just started as `child`. Panics with `log()` when
+/// the child exits first or `deadline` passes (killing it then: nothing is left running).
+pub(crate) fn wait_started(
+    child: &mut Child,
+    what: &str,
+    deadline: Duration,
+    mut ready: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            panic!("{what} exited at start ({status}); its log:\n{}", log());
+        }
+        if ready() {
+            return;
+        }
+        if started.elapsed() >= deadline {
+            kill_child(child);
+            panic!(
+                "{what} was not ready within {deadline:?}; its log:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to `grace` for it to exit; then kills it. Reaps it.
+pub(crate) fn stop_child(child: &mut Child, what: &str, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("{what} did not exit within {grace:?} of SIGTERM; killing it");
+    kill_child(child);
+}
+
+/// Waits until nothing accepts connections at `addr` any more (a stopped server's listening
+/// socket is closed once the process is gone); panics after `deadline`.
+pub(crate) fn wait_port_closed(addr: SocketAddr, deadline: Duration) {
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        assert!(
+            started.elapsed() < deadline,
+            "{addr} still accepts connections"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `n` random bytes in lower-case hex: unique names, throwaway secrets.

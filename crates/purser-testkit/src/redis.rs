@@ -14,9 +14,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ports::free_port;
+use crate::process::{kill_child, wait_port_closed, wait_started};
 
 /// The Redis server program.
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -101,26 +102,15 @@ impl RedisServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {REDIS_SERVER}: {e}"));
+        let mut child = child;
+        wait_started(
+            &mut child,
+            "redis-server",
+            DEADLINE,
+            || self.answers(),
+            || self.log(),
+        );
         self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!(
-                    "redis-server exited at start ({status}); its log:\n{}",
-                    self.log()
-                );
-            }
-            if self.answers() {
-                return;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "redis-server did not answer within {DEADLINE:?}; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Stops the server (SIGKILL: as abrupt as a crash) and waits until its port is closed.
@@ -128,17 +118,8 @@ impl RedisServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = child.kill();
-        let _ = child.wait();
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "port {} still open",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kill_child(&mut child);
+        wait_port_closed(([127, 0, 0, 1], self.port).into(), DEADLINE);
     }
 
     /// Runs `redis-cli -p PORT ARGS` and returns its output; panics when it fails.

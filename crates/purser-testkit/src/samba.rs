@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{stop_child, wait_port_closed, wait_started};
+
 /// The Samba server program.
 pub const SAMBA: &str = "/usr/sbin/samba";
 /// Samba's administration tool.
@@ -194,26 +196,18 @@ impl Samba {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {SAMBA}: {e}"));
+        let mut child = child;
+        let ip = self.ip;
+        let up =
+            |port| TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).is_ok();
+        wait_started(
+            &mut child,
+            "samba",
+            DEADLINE,
+            || up(389) && up(636),
+            || self.log(),
+        );
         self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!("samba exited at start ({status}); its log:\n{}", self.log());
-            }
-            let up = |port| {
-                TcpStream::connect_timeout(&(self.ip, port).into(), Duration::from_secs(1)).is_ok()
-            };
-            if up(389) && up(636) {
-                return;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "samba did not listen within {DEADLINE:?}; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// Stops the server (SIGTERM, then SIGKILL at the deadline) and waits until its ports close.
@@ -221,28 +215,8 @@ impl Samba {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > DEADLINE / 4 {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&(self.ip, 636).into(), Duration::from_secs(1)).is_ok() {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "port 636 of {} still open",
-                self.ip
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut child, "samba", DEADLINE / 4);
+        wait_port_closed((self.ip, 636).into(), DEADLINE);
     }
 
     /// Runs `ldapadd` over LDAPS as the Administrator with `ldif`.

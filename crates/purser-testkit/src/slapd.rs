@@ -26,9 +26,10 @@ use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ports::free_port;
+use crate::process::{stop_child, wait_port_closed, wait_started};
 
 /// The OpenLDAP server program.
 pub const SLAPD: &str = "/usr/sbin/slapd";
@@ -202,24 +203,17 @@ impl Slapd {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {SLAPD}: {e}"));
+        let mut child = child;
+        let up = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
+        let ports = (self.port, self.tls_port);
+        wait_started(
+            &mut child,
+            "slapd",
+            DEADLINE,
+            || up(ports.0) && up(ports.1),
+            || self.log(),
+        );
         self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!("slapd exited at start ({status}); its log:\n{}", self.log());
-            }
-            let up = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if up(self.port) && up(self.tls_port) {
-                return;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "slapd did not listen within {DEADLINE:?}; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Stops the server (SIGTERM, then SIGKILL at the deadline) and waits until it is gone.
@@ -227,29 +221,8 @@ impl Slapd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The listening sockets are closed once the process is gone.
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "port {} still open",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut child, "slapd", DEADLINE);
+        wait_port_closed(([127, 0, 0, 1], self.port).into(), DEADLINE);
     }
 
     /// The most connections bound as `dn` that were open at the same time, according to the
